@@ -1,0 +1,3 @@
+from pydns.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The ``pydns`` command: CoreDNS's flags, plus ``-validate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from pydns import __version__
+from pydns.corefile import CorefileError
+from pydns.demo import DEMO_PORT, demo_corefile
+from pydns.plugin import load_plugins
+from pydns.server import Instance, build, corefile_path
+
+log = logging.getLogger("pydns")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pydns", description="A pure-Python cluster DNS server (CoreDNS compatible).")
+    p.add_argument("-conf", "--conf", dest="conf", metavar="PATH", help="Corefile to load (default: ./Corefile, else the built-in demo)")
+    p.add_argument("-dns.port", "--dns.port", dest="dns_port", type=int, metavar="N", help="default port for server blocks that name none (53)")
+    p.add_argument("-plugins", "--plugins", action="store_true", help="list the plugins this build knows and exit")
+    p.add_argument("-version", "--version", action="store_true", help="print the version and exit")
+    p.add_argument("-validate", "--validate", action="store_true", help="parse and set up the Corefile without serving; print errors as FILE:LINE: message")
+    p.add_argument("-quiet", "--quiet", action="store_true", help="log only warnings and errors")
+    return p
+
+
+def setup_logging(quiet: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    for noisy in ("kubernetes", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _Formatter(logging.Formatter):
+    """CoreDNS's log lines: ``[INFO] plugin/reload: message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "WARNING" if record.levelno == logging.WARNING else record.levelname
+        name = record.name
+        prefix = f"{name}: " if name.startswith("plugin/") else ""
+        text = f"[{level}] {prefix}{record.getMessage()}"
+        if record.exc_info and record.levelno >= logging.ERROR:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def make_instance(conf: str | None, dns_port: int | None) -> Instance:
+    path = corefile_path(conf)
+    if path is None:
+        return Instance(None, demo_corefile(), dns_port if dns_port is not None else DEMO_PORT)
+    return Instance(path, dns_port=dns_port if dns_port is not None else 53)
+
+
+def validate(instance: Instance) -> int:
+    async def run() -> int:
+        try:
+            configs = build(instance.read(), instance.dns_port, instance)
+        except CorefileError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        where = instance.path or "built-in Corefile"
+        print(f"{where}: OK ({len(configs)} server block{'s' if len(configs) != 1 else ''})")
+        return 0
+
+    return asyncio.run(run())
+
+
+async def serve(instance: Instance) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(instance.reload()))
+    await instance.start()
+    await stop.wait()
+    log.info("shutting down")
+    await instance.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"pydns-{__version__}")
+        return 0
+    if args.plugins:
+        print("Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:")
+        for name in sorted(load_plugins()):
+            print(f"  dns.{name}")
+        return 0
+    setup_logging(args.quiet)
+    instance = make_instance(args.conf, args.dns_port)
+    if args.validate:
+        return validate(instance)
+    try:
+        return asyncio.run(serve(instance))
+    except CorefileError as exc:
+        print(f"pydns: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

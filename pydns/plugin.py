@@ -1,0 +1,195 @@
+"""Plugins: the base class, the registry and the fixed execution order.
+
+A plugin module under ``pydns/plugins/`` defines a subclass of ``Plugin`` decorated with
+``@register("name")``.  For each server block that names it, one instance is made; its
+``setup`` reads the directive(s) and raises ``CorefileError`` (via ``directive.error``) for
+bad options.  In the chain, ``serve(req)`` returns an ``Answer``, an awaitable of one, or
+hands the query on with ``self.next.serve(req)``.  Plugins run in ``ORDER`` (CoreDNS's
+plugin.cfg), whatever their order in the Corefile.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import pkgutil
+import re
+from typing import Any, Awaitable, Callable, Union
+
+from pydns.corefile import CorefileError, Directive, Token
+from pydns.wire import SERVFAIL, Answer, Request, status
+
+# CoreDNS's plugin.cfg: the order plugins run in.  Names here that this build does not
+# register are reported as "not available" rather than "unknown".
+ORDER = (
+    "root metadata geoip cancel proxyproto quic grpc_server https https3 timeouts multisocket reload "
+    "nsid bufsize bind debug trace ready health pprof shed prometheus errors log dnstap local dns64 "
+    "any chaos loadbalance tsig rewrite autopath acl cache header dnssec tls minimal template "
+    "transfer hosts route53 azure clouddns k8s_external kubernetes file auto secondary etcd loop "
+    "forward grpc erratic whoami on sign view nomad"
+).split()
+
+Result = Union[Answer, Awaitable[Answer]]
+
+REGISTRY: dict[str, type["Plugin"]] = {}
+
+
+class DNSError(Exception):
+    """An expected failure that answers with ``rcode`` (the errors plugin logs it)."""
+
+    def __init__(self, rcode: int, message: str):
+        super().__init__(message)
+        self.rcode = rcode
+
+
+def register(name: str) -> Callable[[type["Plugin"]], type["Plugin"]]:
+    if name not in ORDER:
+        raise ValueError(f"plugin {name!r} has no place in the order table")
+
+    def deco(cls: type[Plugin]) -> type[Plugin]:
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+_loaded = False
+
+
+def load_plugins() -> dict[str, type["Plugin"]]:
+    """Import every module of ``pydns.plugins`` so that each registers itself."""
+    global _loaded
+    if not _loaded:
+        import pydns.plugins as pkg
+
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+        _loaded = True
+    return REGISTRY
+
+
+class Plugin:
+    """Base of every plugin.  Subclasses override ``setup`` and usually ``serve``."""
+
+    name = "plugin"
+    #: may the directive appear more than once in a server block (each line goes to setup)
+    multiple = False
+    #: does ``ready()`` matter to the ready plugin
+    reports_ready = False
+
+    def __init__(self, server: "Any") -> None:
+        # ``server`` is the ServerConfig of the block: zones, port, shared services.
+        self.server = server
+        self.next: Plugin | None = None
+        self.log = logging.getLogger(f"plugin/{self.name}")
+
+    def setup(self, directive: Directive) -> None:
+        """Read the directive's arguments and options; the default takes none."""
+        expect_args(directive, 0, 0)
+        expect_no_block(directive)
+
+    def serve(self, req: Request) -> Result:
+        return self.next.serve(req)
+
+    async def start(self) -> None:
+        """Called before the server takes queries (open connections, listeners, watches)."""
+
+    async def stop(self) -> None:
+        """Called when the configuration is replaced or the server stops."""
+
+    def ready(self) -> bool:
+        return True
+
+
+class EndOfChain(Plugin):
+    """What a query meets when every plugin passed it on: SERVFAIL, as in CoreDNS."""
+
+    name = "(end)"
+
+    def serve(self, req: Request) -> Result:
+        answer = status(SERVFAIL)
+        return answer
+
+
+# ---------------------------------------------------------------- chaining results
+
+
+def then(result: Result, fn: Callable[[Answer], Result]) -> Result:
+    """Apply ``fn`` to an answer that may still be on its way."""
+    if isinstance(result, Answer):
+        return fn(result)
+    return _then_async(result, fn)
+
+
+async def _then_async(result: Awaitable[Answer], fn: Callable[[Answer], Result]) -> Answer:
+    out = fn(await result)
+    if not isinstance(out, Answer) and inspect.isawaitable(out):
+        out = await out
+    return out
+
+
+async def resolve(result: Result) -> Answer:
+    return result if isinstance(result, Answer) else await result
+
+
+# ---------------------------------------------------------------- argument helpers
+
+
+def expect_args(d: Directive, low: int, high: int | None = None) -> list[Token]:
+    n = len(d.args)
+    if n < low or (high is not None and n > high):
+        if high == 0:
+            raise d.error(f"plugin/{d.name}: takes no arguments, found '{d.args[0]}'", d.args[0])
+        if high is None:
+            want = f"at least {low}"
+        elif low == high:
+            want = f"exactly {low}"
+        else:
+            want = f"{low} to {high}"
+        where = d.args[high] if high is not None and n > high else d.name
+        raise d.error(f"plugin/{d.name}: wrong argument count: want {want}, got {n}", where)
+    return d.args
+
+
+def expect_no_block(d: Directive) -> None:
+    if d.block:
+        opt = d.block[0]
+        raise opt.error(f"plugin/{d.name}: unknown property '{opt.name}'")
+
+
+def unknown_option(d: Directive, option: Directive) -> CorefileError:
+    return option.error(f"plugin/{d.name}: unknown property '{option.name}'")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(tok: Token, plugin: str = "") -> float:
+    """A Go duration (``5s``, ``1m30s``, ``250ms``) in seconds."""
+    text = str(tok)
+    prefix = f"plugin/{plugin}: " if plugin else ""
+    if text in ("0",):
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise tok.error(f"{prefix}invalid duration '{text}'")
+    return total
+
+
+def parse_int(tok: Token, plugin: str, low: int | None = None, high: int | None = None, what: str = "value") -> int:
+    try:
+        value = int(str(tok))
+    except ValueError:
+        raise tok.error(f"plugin/{plugin}: {what} must be an integer, got '{tok}'") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise tok.error(f"plugin/{plugin}: {what} must be {bounds}, got {value}")
+    return value

@@ -1,0 +1,1 @@
+"""Plugins, one module each; every module registers itself with ``pydns.plugin.register``."""

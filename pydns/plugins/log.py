@@ -1,0 +1,119 @@
+"""log — one line per query, in CoreDNS's Common Log Format.
+
+Syntax::
+
+    log [NAMES...] [FORMAT] {
+        class CLASSES...
+    }
+
+NAMES limits logging to queries in those zones (default: all).  FORMAT uses CoreDNS's
+placeholders (``{remote}``, ``{port}``, ``{>id}``, ``{type}``, ``{class}``, ``{name}``,
+``{proto}``, ``{size}``, ``{>do}``, ``{>bufsize}``, ``{rcode}``, ``{>rflags}``,
+``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``), or the shortcuts ``{common}``
+and ``{combined}``.  CLASSES: ``success``, ``denial``, ``error``, ``all`` (default).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from pydns.corefile import Directive
+from pydns.plugin import Plugin, expect_args, register, then, unknown_option
+from pydns.wire import (AA, AD, CD, NOERROR, NXDOMAIN, QR, RA, RD, TC, Answer, Request, class_name, rcode_of,
+                        type_name)
+from pydns.zones import fqdn, is_subdomain
+
+COMMON = '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}'
+COMBINED = COMMON + ' "{>opcode}"'
+CLASSES = ("success", "denial", "error", "all")
+_PLACEHOLDER = re.compile(r"\{[^{}]+\}")
+_FLAG_NAMES = ((QR, "qr"), (AA, "aa"), (TC, "tc"), (RD, "rd"), (RA, "ra"), (AD, "ad"), (CD, "cd"))
+_OPCODES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE"}
+
+querylog = logging.getLogger("querylog")
+
+
+def classify(answer: Answer) -> str:
+    if answer.rcode == NOERROR:
+        return "success" if answer.an else "denial"
+    if answer.rcode == NXDOMAIN:
+        return "denial"
+    return "error"
+
+
+class _Rule:
+    def __init__(self, zones: list[str], fmt: str, classes: set[str]):
+        self.zones, self.classes = zones, classes
+        self.fmt = fmt.replace("{common}", COMMON).replace("{combined}", COMBINED)
+
+
+@register("log")
+class Log(Plugin):
+    multiple = True
+
+    def __init__(self, server) -> None:
+        super().__init__(server)
+        self.rules: list[_Rule] = []
+
+    def setup(self, d: Directive) -> None:
+        args = list(d.args)
+        fmt = COMMON
+        if args and ("{" in args[-1] or (len(args) > 1 and args[-1].quoted)):
+            fmt = args.pop()
+        zones = [fqdn(a) for a in args] or ["."]
+        classes: set[str] = set()
+        for opt in d.options:
+            if opt.name != "class":
+                raise unknown_option(d, opt)
+            for c in expect_args(opt, 1):
+                if c not in CLASSES:
+                    raise opt.error(f"plugin/log: unknown response class '{c}'", c)
+                classes.add(str(c))
+        if not classes or "all" in classes:
+            classes = {"all"}
+        self.rules.append(_Rule(zones, fmt, classes))
+
+    def serve(self, req: Request):
+        start = time.perf_counter()
+        return then(self.next.serve(req), lambda answer: self._log(req, answer, start))
+
+    def _log(self, req: Request, answer: Answer, start: float) -> Answer:
+        name = req.lname
+        for rule in self.rules:
+            if not any(is_subdomain(name, z) for z in rule.zones):
+                continue
+            if "all" not in rule.classes and classify(answer) not in rule.classes:
+                continue
+            out = req.render(answer)
+            duration = time.perf_counter() - start
+            querylog.info(self.format(rule.fmt, req, answer, out, duration))
+            break
+        return answer
+
+    @staticmethod
+    def format(fmt: str, req: Request, answer: Answer, out: bytes, duration: float) -> str:
+        remote = req.remote[0] if req.remote else "-"
+        if ":" in remote:
+            remote = f"[{remote}]"
+        flags = int.from_bytes(out[2:4], "big") if len(out) >= 4 else answer.flags
+        values = {
+            "{remote}": remote,
+            "{port}": str(req.remote[1]) if req.remote else "-",
+            "{local}": req.local or "-",
+            "{>id}": str(req.id),
+            "{type}": type_name(req.qtype),
+            "{class}": class_name(req.qclass),
+            "{name}": req.name,
+            "{proto}": req.proto,
+            "{size}": str(len(req.data)),
+            "{>do}": "true" if req.do else "false",
+            "{>bufsize}": str(req.edns_size or 512),
+            "{rcode}": rcode_of(answer),
+            "{>rflags}": ",".join(n for bit, n in _FLAG_NAMES if flags & bit),
+            "{rsize}": str(len(out)),
+            "{duration}": f"{duration:.9f}".rstrip("0").rstrip(".") + "s",
+            "{>opcode}": _OPCODES.get(req.opcode, str(req.opcode)),
+        }
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(0), "-"), fmt)

@@ -1,0 +1,315 @@
+"""Turning a parsed Corefile into running servers, and replacing them on reload.
+
+``build`` makes one ``ServerConfig`` per server block: its zones and ports, and its plugins
+set up and chained in the fixed order.  An ``Instance`` owns the listeners (one UDP and one
+TCP socket per address and port) and the current configuration; a reload builds and starts
+a new configuration beside the old one, then points the listeners at it, so that no query
+is dropped and a broken Corefile leaves the old one serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from typing import Iterable
+
+from pydns import stats
+from pydns.corefile import CorefileError, ServerBlock, load, parse
+from pydns.httpd import HttpListener, split_hostport
+from pydns.plugin import ORDER, EndOfChain, Plugin, load_plugins, resolve
+from pydns.transport import Router, TCPListener, UDPListener, make_sockets
+from pydns.wire import Request
+from pydns.zones import Key, parse_key, to_wire
+
+log = logging.getLogger("pydns")
+
+
+class ServerConfig:
+    """One server block: what it serves, on which ports, with which chain."""
+
+    def __init__(self, block: ServerBlock, keys: list[Key], instance: "Instance"):
+        self.block = block
+        self.keys = keys
+        self.zones: list[str] = list(dict.fromkeys(k.zone for k in keys))
+        self.ports: list[int] = sorted({k.port for k in keys})
+        self.binds: list[str] = []  # filled by the bind plugin; empty means every address
+        self.instance = instance
+        self.plugins: list[Plugin] = []
+        self.handler: Plugin = EndOfChain(self)
+
+    @property
+    def label(self) -> str:
+        """The ``server`` label of metrics, as CoreDNS writes it (``dns://:53``)."""
+        host = self.binds[0] if self.binds else ""
+        host = f"[{host}]" if ":" in host else host
+        return f"dns://{host}:{self.ports[0]}"
+
+    def plugin(self, name: str) -> Plugin | None:
+        for p in self.plugins:
+            if p.name == name:
+                return p
+        return None
+
+    def http(self, addr: str, default_port: int) -> HttpListener:
+        return self.instance.http_listener(addr, default_port)
+
+    async def lookup(self, name: str, qtype: int):
+        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs)."""
+        from dnslib import DNSRecord
+
+        query = DNSRecord.question(name, _qtype_name(qtype))
+        query.header.rd = 1
+        req = Request(query.pack(), "udp", ("127.0.0.1", 0), self.label)
+        router = self.instance.routers.get(self.ports[0])
+        server = router.route(req.key) if router else self
+        if server is None:
+            return None
+        req.server = server
+        answer = await resolve(server.handler.serve(req))
+        return DNSRecord.parse(answer.render(req, 65535))
+
+
+def _qtype_name(qtype: int) -> str:
+    from pydns.wire import type_name
+
+    return type_name(qtype)
+
+
+def build(blocks: list[ServerBlock], default_port: int, instance: "Instance") -> list[ServerConfig]:
+    """Set up every plugin of every block; raises CorefileError naming file and line."""
+    registry = load_plugins()
+    configs: list[ServerConfig] = []
+    for block in blocks:
+        keys: list[Key] = []
+        for tok in block.keys:
+            keys.extend(parse_key(tok, default_port))
+        config = ServerConfig(block, keys, instance)
+        by_name: dict[str, list] = {}
+        for d in block.directives:
+            if d.name not in ORDER:
+                raise d.error(f"unknown directive '{d.name}'")
+            if d.name not in registry:
+                raise d.error(f"plugin '{d.name}' is not available in this build")
+            by_name.setdefault(str(d.name), []).append(d)
+        for name in ORDER:
+            directives = by_name.get(name)
+            if not directives:
+                continue
+            cls = registry[name]
+            if len(directives) > 1 and not cls.multiple:
+                raise directives[1].error(f"plugin/{name}: this plugin can only be used once per Server Block")
+            plugin = cls(config)
+            for d in directives:
+                plugin.setup(d)
+            config.plugins.append(plugin)
+        chain = config.plugins + [EndOfChain(config)]
+        for a, b in zip(chain, chain[1:]):
+            a.next = b
+        config.handler = chain[0]
+        configs.append(config)
+    _check_duplicates(configs)
+    return configs
+
+
+def _check_duplicates(configs: list[ServerConfig]) -> None:
+    seen: dict[tuple, Key] = {}
+    for config in configs:
+        binds = tuple(sorted(config.binds)) or ("",)
+        for key in config.keys:
+            for bind in binds:
+                ident = (key.zone, key.port, bind)
+                if ident in seen and seen[ident].token is not key.token:
+                    raise key.token.error(f"cannot serve dns://{key.zone}:{key.port} - it is already defined")
+                seen[ident] = key
+
+
+class Instance:
+    """The running process: listeners, the current configuration, reloads."""
+
+    def __init__(self, path: str | None, text: str | None = None, dns_port: int = 53):
+        self.path = path
+        self.text = text
+        self.dns_port = dns_port
+        self.configs: list[ServerConfig] = []
+        self.routers: dict[int, Router] = {}
+        # (host, port) -> (udp transport, UDPListener, tcp server, TCPListener)
+        self.listeners: dict[tuple[str, int], tuple] = {}
+        self.http: dict[tuple[str, int], HttpListener] = {}
+        self.stopping = asyncio.Event()
+        self.reload_lock = asyncio.Lock()
+        self.generation = 0
+
+    # ------------------------------------------------------------ configuration
+    def read(self) -> list[ServerBlock]:
+        if self.path is not None:
+            return load(self.path)
+        return parse(self.text or "", "Corefile")
+
+    def http_listener(self, addr: str, default_port: int) -> HttpListener:
+        host, port = split_hostport(addr, default_port)
+        listener = self.http.get((host, port))
+        if listener is None:
+            listener = self.http[(host, port)] = HttpListener(host, port)
+        return listener
+
+    def all_plugins(self) -> Iterable[Plugin]:
+        for config in self.configs:
+            yield from config.plugins
+
+    @property
+    def addresses(self) -> dict[tuple[str, int], int]:
+        """Where each listener really is (port 0 in a Corefile becomes a free port)."""
+        return {k: v[0].get_extra_info("sockname")[1] for k, v in self.listeners.items()}
+
+    def port_of(self, port: int) -> int:
+        for (host, p), real in self.addresses.items():
+            if p == port:
+                return real
+        raise KeyError(port)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        configs = build(self.read(), self.dns_port, self)
+        await self._start_plugins(configs)
+        try:
+            await self._listen(configs)
+        except BaseException:
+            await self._stop_plugins(configs)
+            raise
+        self.configs = configs
+        await self._sweep_http()
+        log.info("pydns serving %s", ", ".join(sorted({f"{c.label} ({', '.join(c.zones)})" for c in configs})))
+
+    async def _start_plugins(self, configs: list[ServerConfig]) -> None:
+        started: list[Plugin] = []
+        try:
+            for config in configs:
+                for plugin in config.plugins:
+                    await plugin.start()
+                    started.append(plugin)
+        except BaseException:
+            for plugin in reversed(started):
+                await _quietly(plugin.stop())
+            raise
+
+    async def _stop_plugins(self, configs: list[ServerConfig]) -> None:
+        for config in configs:
+            for plugin in reversed(config.plugins):
+                await _quietly(plugin.stop())
+
+    async def _listen(self, configs: list[ServerConfig]) -> None:
+        """Open what the configuration needs, re-point what stays, close what is gone."""
+        wanted: dict[tuple[str, int], dict[bytes, ServerConfig]] = {}
+        first_key: dict[tuple[str, int], Key] = {}
+        for config in configs:
+            for key in config.keys:
+                for host in config.binds or [""]:
+                    table = wanted.setdefault((host, key.port), {})
+                    table.setdefault(to_wire(key.zone), config)
+                    first_key.setdefault((host, key.port), key)
+        loop = asyncio.get_running_loop()
+        opened: dict[tuple[str, int], tuple] = {}
+        try:
+            for addr, table in wanted.items():
+                if addr in self.listeners:
+                    continue
+                host, port = addr
+                try:
+                    udp_sock, tcp_sock = make_sockets(host, port)
+                except OSError as exc:
+                    shown = f"[{host}]" if ":" in host else host
+                    raise first_key[addr].token.error(f"listen udp {shown}:{port}: {exc.strerror or exc}") from None
+                label = f"dns://{f'[{host}]' if ':' in host else host}:{port}"
+                udp_proto = UDPListener(Router(table), label)
+                udp_transport, _ = await loop.create_datagram_endpoint(lambda p=udp_proto: p, sock=udp_sock)
+                tcp_listener = TCPListener(Router(table), label)
+                tcp_server = await loop.create_server(tcp_listener.protocol, sock=tcp_sock)
+                opened[addr] = (udp_transport, udp_proto, tcp_server, tcp_listener)
+        except BaseException:
+            for udp_transport, _, tcp_server, _ in opened.values():
+                udp_transport.close()
+                tcp_server.close()
+            raise
+        self.listeners.update(opened)
+        # Swap the routing of every listener at once: from here on queries meet the new chains.
+        for addr, (_, udp_proto, _, tcp_listener) in self.listeners.items():
+            if addr in wanted:
+                udp_proto.router = tcp_listener.router = Router(wanted[addr])
+        self.routers = {port: Router(table) for (host, port), table in wanted.items()}
+        for addr in [a for a in self.listeners if a not in wanted]:
+            udp_transport, _, tcp_server, _ = self.listeners.pop(addr)
+            udp_transport.close()
+            tcp_server.close()
+
+    async def _sweep_http(self) -> None:
+        for addr, listener in list(self.http.items()):
+            if listener.routes:
+                await listener.start()
+            else:
+                await listener.close()
+                del self.http[addr]
+
+    async def reload(self) -> bool:
+        """Replace the configuration; on any error keep the running one and say why."""
+        async with self.reload_lock:
+            try:
+                configs = build(self.read(), self.dns_port, self)
+            except CorefileError as exc:
+                stats.reload_failed += 1
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                return False
+            old = self.configs
+            try:
+                await self._start_plugins(configs)
+            except Exception as exc:
+                stats.reload_failed += 1
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                for listener in self.http.values():
+                    for config in configs:
+                        for plugin in config.plugins:
+                            listener.remove_owner(plugin)
+                return False
+            try:
+                await self._listen(configs)
+            except (CorefileError, OSError) as exc:
+                stats.reload_failed += 1
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                await self._stop_plugins(configs)
+                return False
+            self.configs = configs
+            self.generation += 1
+            await self._stop_plugins(old)
+            await self._sweep_http()
+            log.info("reload: configuration replaced")
+            return True
+
+    async def stop(self) -> None:
+        """Graceful stop: lameduck first (still answering), then close everything."""
+        await asyncio.gather(*(_quietly(p.lameduck()) for p in self.all_plugins() if hasattr(p, "lameduck")))
+        for udp_transport, _, tcp_server, _ in self.listeners.values():
+            udp_transport.close()
+            tcp_server.close()
+        self.listeners.clear()
+        await self._stop_plugins(self.configs)
+        for listener in self.http.values():
+            await listener.close()
+        self.http.clear()
+
+
+async def _quietly(awaitable) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("error while stopping a plugin")
+
+
+def jitter(seconds: float, spread: float) -> float:
+    return seconds + random.uniform(0, spread) if spread > 0 else seconds
+
+
+def corefile_path(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    return "Corefile" if os.path.exists("Corefile") else None

@@ -1,0 +1,238 @@
+"""UDP and TCP listeners on asyncio, and the per-query dispatch.
+
+Each listener owns a socket and a ``Router`` (swapped atomically on reload).  The dispatch
+is the hot path: parse the query, pick the server block, run its chain, splice the answer.
+Nothing here knows any plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+
+from pydns import stats
+from pydns.plugin import DNSError
+from pydns.wire import (NOTIMP, REFUSED, SERVFAIL, Answer, MalformedQuery, Request, badvers, status)
+
+log = logging.getLogger("pydns")
+
+OPCODE_QUERY, OPCODE_NOTIFY = 0, 4
+TCP_IDLE_TIMEOUT = 10.0
+TCP_MAX_CONNECTIONS = 1000
+_LEN = struct.Struct("!H")
+
+
+class Router:
+    """Maps a query to the server block with the most specific zone on this listener."""
+
+    def __init__(self, servers_by_zone: dict[bytes, object]):
+        self.by_zone = servers_by_zone
+        self.only = servers_by_zone.get(b"\x00") if len(servers_by_zone) == 1 else None
+
+    def route(self, key: bytes):
+        if self.only is not None:
+            return self.only
+        table = self.by_zone
+        i = 0
+        while True:
+            server = table.get(key[i:])
+            if server is not None:
+                return server
+            n = key[i]
+            if n == 0:
+                return None
+            i += n + 1
+
+
+def _panic(req: Request, exc: BaseException) -> Answer:
+    stats.panics += 1
+    log.error("panic while serving %s %s: %r", req.name, req.qtype, exc, exc_info=exc)
+    return status(SERVFAIL)
+
+
+def dispatch(router: Router, req: Request):
+    """Run one query through its server block: an Answer, or an awaitable of one."""
+    server = router.route(req.key)
+    if server is None:
+        return status(REFUSED)
+    req.server = server
+    if req.opcode != OPCODE_QUERY and req.opcode != OPCODE_NOTIFY:
+        return status(NOTIMP)
+    try:
+        return server.handler.serve(req)
+    except DNSError as err:
+        return status(err.rcode)
+    except Exception as exc:
+        return _panic(req, exc)
+
+
+class UDPListener(asyncio.DatagramProtocol):
+    def __init__(self, router: Router, label: str):
+        self.router = router
+        self.label = label
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            req = Request(data, "udp", addr, self.label)
+        except MalformedQuery as bad:
+            if bad.reply is not None:
+                self.transport.sendto(bad.reply, addr)
+            return
+        if req.meta is not None and req.meta.get("badvers"):
+            self.transport.sendto(badvers(req), addr)
+            return
+        result = dispatch(self.router, req)
+        if isinstance(result, Answer):
+            self.transport.sendto(req.render(result), addr)
+        else:
+            asyncio.ensure_future(self._later(req, result, addr))
+
+    async def _later(self, req: Request, result, addr) -> None:
+        try:
+            answer = await result
+        except DNSError as err:
+            answer = status(err.rcode)
+        except Exception as exc:
+            answer = _panic(req, exc)
+        out = req.render(answer)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(out, addr)
+
+    def error_received(self, exc) -> None:  # ICMP errors from clients that went away
+        pass
+
+
+class TCPConnection(asyncio.Protocol):
+    """One TCP client: length-prefixed queries, pipelined, answered as each completes."""
+
+    def __init__(self, listener: "TCPListener"):
+        self.listener = listener
+        self.buf = bytearray()
+        self.transport = None
+        self.idle = None
+        self.pending = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+        if self.listener.open >= TCP_MAX_CONNECTIONS:
+            transport.close()
+            return
+        self.listener.open += 1
+        self.peer = transport.get_extra_info("peername")
+        self._arm()
+
+    def connection_lost(self, exc):
+        if self.idle is not None:
+            self.idle.cancel()
+            self.listener.open -= 1
+            self.idle = None
+
+    def _arm(self):
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT, self._timeout)
+
+    def _timeout(self):
+        if self.pending == 0:
+            self.transport.close()
+        else:
+            self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._arm()
+        buf = self.buf
+        while len(buf) >= 2:
+            (n,) = _LEN.unpack_from(buf)
+            if len(buf) < 2 + n:
+                break
+            msg = bytes(buf[2 : 2 + n])
+            del buf[: 2 + n]
+            self._query(msg)
+
+    def _query(self, msg: bytes) -> None:
+        try:
+            req = Request(msg, "tcp", self.peer, self.listener.label)
+        except MalformedQuery as bad:
+            if bad.reply is None:
+                self.transport.close()
+            else:
+                self._send(bad.reply)
+            return
+        if req.meta is not None and req.meta.get("badvers"):
+            self._send(badvers(req))
+            return
+        result = dispatch(self.listener.router, req)
+        if isinstance(result, Answer):
+            self._send(req.render(result))
+        else:
+            self.pending += 1
+            asyncio.ensure_future(self._later(req, result))
+
+    async def _later(self, req: Request, result) -> None:
+        try:
+            answer = await result
+        except DNSError as err:
+            answer = status(err.rcode)
+        except Exception as exc:
+            answer = _panic(req, exc)
+        self.pending -= 1
+        self._send(req.render(answer))
+
+    def _send(self, out: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_LEN.pack(len(out)) + out)
+
+
+class TCPListener:
+    def __init__(self, router: Router, label: str):
+        self.router = router
+        self.label = label
+        self.open = 0
+
+    def protocol(self) -> TCPConnection:
+        return TCPConnection(self)
+
+
+def wildcard_family() -> tuple[str, int]:
+    """Dual-stack '::' where the host has IPv6, else 0.0.0.0."""
+    if socket.has_ipv6:
+        try:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s.close()
+            return "::", socket.AF_INET6
+        except OSError:
+            pass
+    return "0.0.0.0", socket.AF_INET
+
+
+def make_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """Bound UDP and TCP sockets for host:port (host '' means every address)."""
+    if host == "":
+        host, family = wildcard_family()
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        for s in (udp, tcp):
+            if family == socket.AF_INET6 and host == "::":
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((host, port))
+        # port 0 asks for a free port: use the UDP one for TCP too
+        tcp.bind((host, udp.getsockname()[1]))
+        tcp.listen(1024)
+        udp.setblocking(False)
+        tcp.setblocking(False)
+    except OSError:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp
