@@ -79,10 +79,13 @@ async def serve(instance: Instance) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(instance.reload()))
     await instance.start()
-    await stop.wait()
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(instance.stopping.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
     log.info("shutting down")
     await instance.stop()
-    return 0
+    return 1 if instance.fatal_error else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,6 +96,12 @@ class Plugin:
     async def start(self) -> None:
         """Called before the server takes queries (open connections, listeners, watches)."""
 
+    async def started(self) -> None:
+        """Called once the listeners are open and this configuration is serving."""
+
+    async def lameduck(self) -> None:
+        """Called on shutdown while the listeners still answer (health's lameduck waits here)."""
+
     async def stop(self) -> None:
         """Called when the configuration is replaced or the server stops."""
 

@@ -63,9 +63,10 @@ class ServerConfig:
         query.header.rd = 1
         req = Request(query.pack(), "udp", ("127.0.0.1", 0), self.label)
         router = self.instance.routers.get(self.ports[0])
-        server = router.route(req.key) if router else self
-        if server is None:
+        entry = router.route(req.key) if router else (self, self.zones[0])
+        if entry is None:
             return None
+        server, req.zone = entry
         req.server = server
         answer = await resolve(server.handler.serve(req))
         return DNSRecord.parse(answer.render(req, 65535))
@@ -140,6 +141,7 @@ class Instance:
         self.stopping = asyncio.Event()
         self.reload_lock = asyncio.Lock()
         self.generation = 0
+        self.fatal_error: str | None = None
 
     # ------------------------------------------------------------ configuration
     def read(self) -> list[ServerBlock]:
@@ -180,6 +182,7 @@ class Instance:
             raise
         self.configs = configs
         await self._sweep_http()
+        await self._announce(configs)
         log.info("pydns serving %s", ", ".join(sorted({f"{c.label} ({', '.join(c.zones)})" for c in configs})))
 
     async def _start_plugins(self, configs: list[ServerConfig]) -> None:
@@ -194,6 +197,17 @@ class Instance:
                 await _quietly(plugin.stop())
             raise
 
+    async def _announce(self, configs: list[ServerConfig]) -> None:
+        for config in configs:
+            for plugin in config.plugins:
+                await plugin.started()
+
+    def fatal(self, message: str) -> None:
+        """A plugin found the configuration cannot work (a forwarding loop): stop, exit non-zero."""
+        log.error("%s", message)
+        self.fatal_error = message
+        self.stopping.set()
+
     async def _stop_plugins(self, configs: list[ServerConfig]) -> None:
         for config in configs:
             for plugin in reversed(config.plugins):
@@ -201,13 +215,13 @@ class Instance:
 
     async def _listen(self, configs: list[ServerConfig]) -> None:
         """Open what the configuration needs, re-point what stays, close what is gone."""
-        wanted: dict[tuple[str, int], dict[bytes, ServerConfig]] = {}
+        wanted: dict[tuple[str, int], dict[bytes, tuple]] = {}
         first_key: dict[tuple[str, int], Key] = {}
         for config in configs:
             for key in config.keys:
                 for host in config.binds or [""]:
                     table = wanted.setdefault((host, key.port), {})
-                    table.setdefault(to_wire(key.zone), config)
+                    table.setdefault(to_wire(key.zone), (config, key.zone))
                     first_key.setdefault((host, key.port), key)
         loop = asyncio.get_running_loop()
         opened: dict[tuple[str, int], tuple] = {}
@@ -282,12 +296,13 @@ class Instance:
             self.generation += 1
             await self._stop_plugins(old)
             await self._sweep_http()
+            await self._announce(configs)
             log.info("reload: configuration replaced")
             return True
 
     async def stop(self) -> None:
         """Graceful stop: lameduck first (still answering), then close everything."""
-        await asyncio.gather(*(_quietly(p.lameduck()) for p in self.all_plugins() if hasattr(p, "lameduck")))
+        await asyncio.gather(*(_quietly(p.lameduck()) for p in self.all_plugins()))
         for udp_transport, _, tcp_server, _ in self.listeners.values():
             udp_transport.close()
             tcp_server.close()

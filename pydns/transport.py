@@ -27,7 +27,8 @@ _LEN = struct.Struct("!H")
 class Router:
     """Maps a query to the server block with the most specific zone on this listener."""
 
-    def __init__(self, servers_by_zone: dict[bytes, object]):
+    def __init__(self, servers_by_zone: dict[bytes, tuple]):
+        # zone in wire form -> (ServerConfig, zone text)
         self.by_zone = servers_by_zone
         self.only = servers_by_zone.get(b"\x00") if len(servers_by_zone) == 1 else None
 
@@ -54,9 +55,10 @@ def _panic(req: Request, exc: BaseException) -> Answer:
 
 def dispatch(router: Router, req: Request):
     """Run one query through its server block: an Answer, or an awaitable of one."""
-    server = router.route(req.key)
-    if server is None:
+    entry = router.route(req.key)
+    if entry is None:
         return status(REFUSED)
+    server, req.zone = entry
     req.server = server
     if req.opcode != OPCODE_QUERY and req.opcode != OPCODE_NOTIFY:
         return status(NOTIMP)

@@ -107,7 +107,7 @@ def parse_key(tok: Token, default_port: int) -> list[Key]:
     if colon != -1 and text[colon + 1 :].isdigit():
         port = int(text[colon + 1 :])
         text = text[:colon]
-        if not 0 < port < 65536:
+        if not 0 <= port < 65536:
             raise tok.error(f"port {port} out of range in '{tok}'")
     if text == "":
         text = "."

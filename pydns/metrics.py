@@ -1,0 +1,50 @@
+"""The process's Prometheus registry, shared by every plugin, served by the prometheus plugin.
+
+Metrics are created once per process and reused across reloads (and across instances in a
+test process), so plugins ask for them through these helpers instead of constructing them.
+Hot-path counts are plain integers that a custom collector reads at scrape time; these
+helpers are for the slower paths (forwarding, watch events, health checks).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry(auto_describe=True)
+_made: dict[str, object] = {}
+_lock = threading.Lock()
+
+# CoreDNS's plugin.TimeBuckets: exponential from 250µs, doubling, 16 buckets.
+TIME_BUCKETS = tuple(0.00025 * 2**i for i in range(16))
+# CoreDNS's plugin.SlimTimeBuckets.
+SLIM_TIME_BUCKETS = tuple(0.00025 * 4**i for i in range(8))
+
+
+def _get(kind, name: str, doc: str, labels: tuple[str, ...], **kw):
+    with _lock:
+        metric = _made.get(name)
+        if metric is None:
+            metric = _made[name] = kind(name, doc, labels, registry=registry, **kw)
+        return metric
+
+
+def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+    return _get(Counter, name, doc, labels)
+
+
+def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    return _get(Gauge, name, doc, labels)
+
+
+def histogram(name: str, doc: str, labels: tuple[str, ...] = (), buckets=TIME_BUCKETS) -> Histogram:
+    return _get(Histogram, name, doc, labels, buckets=buckets)
+
+
+def register_collector(key: str, collector) -> None:
+    """Register a custom collector once per process (later calls with the same key are ignored)."""
+    with _lock:
+        if key not in _made:
+            _made[key] = collector
+            registry.register(collector)
