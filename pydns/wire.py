@@ -219,12 +219,14 @@ class Answer:
     ranges of the answer records, so that loadbalance can shuffle them without re-packing.
     """
 
-    __slots__ = ("flags", "rcode", "an", "ns", "ar", "body", "ttl", "_counts", "_counts_opt", "chunks", "error")
+    __slots__ = ("flags", "rcode", "an", "ns", "ar", "body", "ttl", "_counts", "_counts_opt", "chunks", "error",
+                 "plugin")
 
     def __init__(self, rcode: int = NOERROR, an: int = 0, ns: int = 0, ar: int = 0, body: bytes = b"",
                  aa: bool = True, ra: bool = False, ttl: int | None = None, extra_flags: int = 0,
-                 chunks: tuple | None = None):
+                 chunks: tuple | None = None, plugin: str = ""):
         self.rcode = rcode
+        self.plugin = plugin  # which plugin wrote it: the `plugin` label of responses_total
         self.flags = QR | (AA if aa else 0) | (RA if ra else 0) | extra_flags | (rcode & 0xF)
         self.an, self.ns, self.ar = an, ns, ar
         self.body = body
@@ -272,7 +274,7 @@ class Answer:
     # ---- constructors (slow path)
     @classmethod
     def build(cls, qname: str, qtype: int, rcode: int = NOERROR, answer: list[RR] = (), authority: list[RR] = (),
-              additional: list[RR] = (), aa: bool = True, ra: bool = False) -> "Answer":
+              additional: list[RR] = (), aa: bool = True, ra: bool = False, plugin: str = "") -> "Answer":
         """Pack records with dnslib, behind a question for ``qname``/``qtype``."""
         record = DNSRecord(DNSHeader(id=0, qr=1), q=DNSQuestion(qname, qtype))
         record.add_answer(*answer)
@@ -285,10 +287,10 @@ class Answer:
         if len(answer) > 1:
             chunks = _record_spans(packed, qend, len(answer))
         return cls(rcode, len(answer), len(authority), len(additional), packed[qend:], aa=aa, ra=ra,
-                   ttl=min(ttls) if ttls else None, chunks=chunks)
+                   ttl=min(ttls) if ttls else None, chunks=chunks, plugin=plugin)
 
     @classmethod
-    def from_message(cls, msg: bytes) -> "Answer":
+    def from_message(cls, msg: bytes, plugin: str = "") -> "Answer":
         """An answer from a whole response (an upstream's): its OPT record is dropped.
 
         The body's pointers stay valid for a query whose question has the same length
@@ -322,7 +324,7 @@ class Answer:
             ttl = rttl if ttl is None else min(ttl, rttl)
         answer = cls((ext_rcode << 4) | (flags & 0xF), an, ns, ar_kept, bytes(kept), aa=bool(flags & AA),
                      ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD,
-                     chunks=tuple(spans) if an > 1 else None)
+                     chunks=tuple(spans) if an > 1 else None, plugin=plugin)
         return answer
 
 

@@ -31,4 +31,4 @@ class Whoami(Plugin):
         else:
             addr = RR(name, QTYPE.AAAA, ttl=0, rdata=AAAA(str(ip)))
         srv = RR(f"_{req.proto}.{name}", QTYPE.SRV, ttl=0, rdata=SRV(0, 0, port, "."))
-        return Answer.build(name, req.qtype, additional=[addr, srv])
+        return Answer.build(name, req.qtype, additional=[addr, srv], plugin=self.name)
