@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 
-from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 _HEADER = struct.Struct("!HHHHHH")
 _H = struct.Struct("!H")
@@ -70,6 +70,17 @@ def name_from_wire(wire: bytes) -> str:
         labels.append(label)
         i += n + 1
     return ".".join(labels) + "." if labels else "."
+
+
+def label_from_wire(wire: bytes) -> DNSLabel:
+    """A dnslib name from wire bytes: labels stay bytes, so any octet is allowed."""
+    labels = []
+    i = 0
+    while wire[i]:
+        n = wire[i]
+        labels.append(wire[i + 1 : i + 1 + n])
+        i += n + 1
+    return DNSLabel(labels)
 
 
 class Request:
@@ -160,6 +171,11 @@ class Request:
         if self._lname is None:
             self._lname = name_from_wire(self.key)
         return self._lname
+
+    @property
+    def label(self) -> DNSLabel:
+        """The query name (case kept) as a dnslib label, safe for any octets."""
+        return label_from_wire(self.qwire)
 
     @property
     def id(self) -> int:

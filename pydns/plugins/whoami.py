@@ -25,10 +25,10 @@ class Whoami(Plugin):
         ip = ipaddress.ip_address(host.split("%")[0])
         if ip.version == 6 and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
-        name = req.name
+        name = req.label
         if ip.version == 4:
             addr = RR(name, QTYPE.A, ttl=0, rdata=A(str(ip)))
         else:
             addr = RR(name, QTYPE.AAAA, ttl=0, rdata=AAAA(str(ip)))
-        srv = RR(f"_{req.proto}.{name}", QTYPE.SRV, ttl=0, rdata=SRV(0, 0, port, "."))
+        srv = RR(name.add(f"_{req.proto}"), QTYPE.SRV, ttl=0, rdata=SRV(0, 0, port, "."))
         return Answer.build(name, req.qtype, additional=[addr, srv], plugin=self.name)

@@ -1,0 +1,1 @@
+"""The pytest plugin of pydns (entry point ``pytest11``)."""
