@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import random
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
@@ -24,6 +24,18 @@ from pydns.wire import Request
 from pydns.zones import Key, parse_key, to_wire
 
 log = logging.getLogger("pydns")
+
+
+class Listeners(NamedTuple):
+    """The sockets of one address and port: UDP, and TCP with its asyncio server."""
+
+    udp: UDPListener
+    tcp: TCPListener
+    tcp_server: asyncio.AbstractServer
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp_server.close()
 
 
 class ServerConfig:
@@ -105,7 +117,8 @@ def build(blocks: list[ServerBlock], default_port: int, instance: "Instance") ->
             for d in directives:
                 plugin.setup(d)
             config.plugins.append(plugin)
-        chain = config.plugins + [EndOfChain(config)]
+        # Plugins that never look at queries (health, ready, reload...) stay out of the chain.
+        chain = [p for p in config.plugins if type(p).serve is not Plugin.serve] + [EndOfChain(config)]
         for a, b in zip(chain, chain[1:]):
             a.next = b
         config.handler = chain[0]
@@ -135,8 +148,7 @@ class Instance:
         self.dns_port = dns_port
         self.configs: list[ServerConfig] = []
         self.routers: dict[int, Router] = {}
-        # (host, port) -> (udp transport, UDPListener, tcp server, TCPListener)
-        self.listeners: dict[tuple[str, int], tuple] = {}
+        self.listeners: dict[tuple[str, int], Listeners] = {}
         self.http: dict[tuple[str, int], HttpListener] = {}
         self.stopping = asyncio.Event()
         self.reload_lock = asyncio.Lock()
@@ -163,7 +175,7 @@ class Instance:
     @property
     def addresses(self) -> dict[tuple[str, int], int]:
         """Where each listener really is (port 0 in a Corefile becomes a free port)."""
-        return {k: v[0].get_extra_info("sockname")[1] for k, v in self.listeners.items()}
+        return {k: v.udp.sockname[1] for k, v in self.listeners.items()}
 
     def port_of(self, port: int) -> int:
         for (host, p), real in self.addresses.items():
@@ -224,7 +236,7 @@ class Instance:
                     table.setdefault(to_wire(key.zone), (config, key.zone))
                     first_key.setdefault((host, key.port), key)
         loop = asyncio.get_running_loop()
-        opened: dict[tuple[str, int], tuple] = {}
+        opened: dict[tuple[str, int], Listeners] = {}
         try:
             for addr, table in wanted.items():
                 if addr in self.listeners:
@@ -236,26 +248,22 @@ class Instance:
                     shown = f"[{host}]" if ":" in host else host
                     raise first_key[addr].token.error(f"listen udp {shown}:{port}: {exc.strerror or exc}") from None
                 label = f"dns://{f'[{host}]' if ':' in host else host}:{port}"
-                udp_proto = UDPListener(Router(table), label)
-                udp_transport, _ = await loop.create_datagram_endpoint(lambda p=udp_proto: p, sock=udp_sock)
-                tcp_listener = TCPListener(Router(table), label)
-                tcp_server = await loop.create_server(tcp_listener.protocol, sock=tcp_sock)
-                opened[addr] = (udp_transport, udp_proto, tcp_server, tcp_listener)
+                udp = UDPListener(Router(table), label, udp_sock)
+                udp.start(loop)
+                tcp = TCPListener(Router(table), label)
+                opened[addr] = Listeners(udp, tcp, await loop.create_server(tcp.protocol, sock=tcp_sock))
         except BaseException:
-            for udp_transport, _, tcp_server, _ in opened.values():
-                udp_transport.close()
-                tcp_server.close()
+            for listeners in opened.values():
+                listeners.close()
             raise
         self.listeners.update(opened)
         # Swap the routing of every listener at once: from here on queries meet the new chains.
-        for addr, (_, udp_proto, _, tcp_listener) in self.listeners.items():
+        for addr, listeners in self.listeners.items():
             if addr in wanted:
-                udp_proto.router = tcp_listener.router = Router(wanted[addr])
+                listeners.udp.router = listeners.tcp.router = Router(wanted[addr])
         self.routers = {port: Router(table) for (host, port), table in wanted.items()}
         for addr in [a for a in self.listeners if a not in wanted]:
-            udp_transport, _, tcp_server, _ = self.listeners.pop(addr)
-            udp_transport.close()
-            tcp_server.close()
+            self.listeners.pop(addr).close()
 
     async def _sweep_http(self) -> None:
         for addr, listener in list(self.http.items()):
@@ -303,9 +311,8 @@ class Instance:
     async def stop(self) -> None:
         """Graceful stop: lameduck first (still answering), then close everything."""
         await asyncio.gather(*(_quietly(p.lameduck()) for p in self.all_plugins()))
-        for udp_transport, _, tcp_server, _ in self.listeners.values():
-            udp_transport.close()
-            tcp_server.close()
+        for listeners in self.listeners.values():
+            listeners.close()
         self.listeners.clear()
         await self._stop_plugins(self.configs)
         for listener in self.http.values():

@@ -22,6 +22,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _OPT_FIXED = struct.Struct("!HHBBHH")  # type, class=udp size, ext rcode, version, flags, rdlen
+_RR_FIXED = struct.Struct("!HHHHH")  # type, class, ttl (high, low), rdlength
 
 QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 OPCODE_MASK = 0x7800
@@ -135,14 +136,24 @@ class Request:
         self.edns_size = 0  # 0: the client sent no OPT record
         self.do = False
         if ar or an or ns:
-            self._read_edns(qend + 4, an + ns, ar)
+            pos = qend + 4
+            if ar == 1 and not an and not ns and len(data) >= pos + 11 and data[pos] == 0:
+                # The usual case: one OPT record right after the question.
+                rtype, size, ttl_hi, ttl_lo, rdlen = _RR_FIXED.unpack_from(data, pos + 1)
+                if rtype == TYPE_OPT and pos + 11 + rdlen == len(data):
+                    self.edns_size = size if size > 512 else 512
+                    self.do = bool(ttl_lo & 0x8000)
+                    if ttl_hi & 0xFF:
+                        self.meta = {"badvers": True}
+                    return
+            self._read_edns(pos, an + ns, ar)
 
     def _read_edns(self, pos: int, skip: int, ar: int) -> None:
         data = self.data
         try:
             for index in range(skip + ar):
                 pos = _skip_name(data, pos)
-                rtype, rclass, ttl_hi, ttl_lo, rdlen = struct.unpack_from("!HHHHH", data, pos)
+                rtype, rclass, ttl_hi, ttl_lo, rdlen = _RR_FIXED.unpack_from(data, pos)
                 if index >= skip and rtype == TYPE_OPT:
                     if self.edns_size:
                         raise MalformedQuery("more than one OPT record", _formerr_header(data))
