@@ -115,7 +115,7 @@ class UDPListener:
                 if bad.reply is not None:
                     self._send(bad.reply, addr)
                 continue
-            if req.meta is not None and req.meta.get("badvers"):
+            if req.badvers:
                 self._send(badvers(req), addr)
                 continue
             result = dispatch(self.router, req)
@@ -200,7 +200,7 @@ class TCPConnection(asyncio.Protocol):
             else:
                 self._send(bad.reply)
             return
-        if req.meta is not None and req.meta.get("badvers"):
+        if req.badvers:
             self._send(badvers(req))
             return
         result = dispatch(self.listener.router, req)

@@ -84,34 +84,42 @@ def label_from_wire(wire: bytes) -> DNSLabel:
     return DNSLabel(labels)
 
 
+_PARSED: dict[bytes, tuple] = {}
+_PARSED_MAX = 10000
+
+
 class Request:
     """One query as the chain sees it.  Cheap to make: text forms are computed on demand."""
 
-    __slots__ = (
-        "data", "flags", "opcode", "qend", "qtype", "qclass", "key", "qwire",
-        "edns_size", "do", "proto", "remote", "local", "server", "_name", "_lname", "rendered",
-        "_rendered_for", "meta", "zone",
-    )
+    # Rarely set per query: class-level defaults save assigning them on the hot path.
+    server = None
+    zone = None
+    rendered = None
+    _rendered_for = None
+    _name = None
+    _lname = None
 
     def __init__(self, data: bytes, proto: str = "udp", remote=None, local=None):
         self.data = data
         self.proto = proto
         self.remote = remote
         self.local = local
-        self.server = None
-        self._name = None
-        self._lname = None
-        self.rendered = None
-        self._rendered_for = None
-        self.meta = None
-        self.zone = None
+        # Clients ask the same questions again and again: everything but the ID parses the same.
+        parsed = _PARSED.get(data[2:])
+        if parsed is None:
+            parsed = self._parse(data)
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[data[2:]] = parsed
+        (self.flags, self.opcode, self.qend, self.qwire, self.key, self.qtype, self.qclass,
+         self.edns_size, self.do, self.badvers) = parsed
+
+    def _parse(self, data: bytes) -> tuple:
         if len(data) < 12:
             raise MalformedQuery("short header")
         _id, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
         if flags & QR:
             raise MalformedQuery("a response, not a query")
-        self.flags = flags
-        self.opcode = (flags & OPCODE_MASK) >> 11
         if qd != 1:
             raise MalformedQuery(f"{qd} questions", _formerr_header(data))
         end = len(data)
@@ -129,44 +137,33 @@ class Request:
                 raise MalformedQuery("question runs past the packet", _formerr_header(data))
         except IndexError:
             raise MalformedQuery("question runs past the packet", _formerr_header(data)) from None
-        self.qend = qend
-        self.qwire = data[12:qend]
-        self.qtype, self.qclass = _HH.unpack_from(data, qend)
-        self.key = self.qwire.lower()
-        self.edns_size = 0  # 0: the client sent no OPT record
-        self.do = False
+        qwire = data[12:qend]
+        qtype, qclass = _HH.unpack_from(data, qend)
+        edns_size, do, badvers = 0, False, False  # edns_size 0: the client sent no OPT record
         if ar or an or ns:
-            pos = qend + 4
-            if ar == 1 and not an and not ns and len(data) >= pos + 11 and data[pos] == 0:
-                # The usual case: one OPT record right after the question.
-                rtype, size, ttl_hi, ttl_lo, rdlen = _RR_FIXED.unpack_from(data, pos + 1)
-                if rtype == TYPE_OPT and pos + 11 + rdlen == len(data):
-                    self.edns_size = size if size > 512 else 512
-                    self.do = bool(ttl_lo & 0x8000)
-                    if ttl_hi & 0xFF:
-                        self.meta = {"badvers": True}
-                    return
-            self._read_edns(pos, an + ns, ar)
+            edns_size, do, badvers = self._read_edns(data, qend + 4, an + ns, ar)
+        return (flags, (flags & OPCODE_MASK) >> 11, qend, qwire, qwire.lower(), qtype, qclass, edns_size, do, badvers)
 
-    def _read_edns(self, pos: int, skip: int, ar: int) -> None:
-        data = self.data
+    @staticmethod
+    def _read_edns(data: bytes, pos: int, skip: int, ar: int) -> tuple:
+        """(EDNS buffer size or 0, DO bit, unsupported EDNS version) from the records after the question."""
+        edns_size, do, badvers = 0, False, False
         try:
             for index in range(skip + ar):
                 pos = _skip_name(data, pos)
                 rtype, rclass, ttl_hi, ttl_lo, rdlen = _RR_FIXED.unpack_from(data, pos)
                 if index >= skip and rtype == TYPE_OPT:
-                    if self.edns_size:
+                    if edns_size:
                         raise MalformedQuery("more than one OPT record", _formerr_header(data))
-                    self.edns_size = max(rclass, 512)
-                    self.do = bool(ttl_lo & 0x8000)
-                    version = ttl_hi & 0xFF
-                    if version != 0:
-                        self.meta = {"badvers": True}
+                    edns_size = max(rclass, 512)
+                    do = bool(ttl_lo & 0x8000)
+                    badvers = bool(ttl_hi & 0xFF)  # an EDNS version other than 0
                 pos += 10 + rdlen
                 if pos > len(data):
                     raise IndexError
         except (IndexError, struct.error):
             raise MalformedQuery("records run past the packet", _formerr_header(data)) from None
+        return edns_size, do, badvers
 
     # -- text forms, for the slow paths
     @property
