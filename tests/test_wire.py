@@ -242,3 +242,35 @@ def test_dig_gets_an_answer(serve):
         assert "status: NOERROR" in out
         assert "flags: qr aa;" in out
         assert "Dig.Example.org.\t0\tIN\tA\t127.0.0.1" in out
+
+
+def test_idle_tcp_connections_are_closed(serve, monkeypatch):
+    import pydns.transport
+
+    monkeypatch.setattr(pydns.transport, "TCP_IDLE_TIMEOUT", 0.5)
+    srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        started = time.monotonic()
+        assert s.recv(10) == b""  # the server hung up on the silent client
+        assert time.monotonic() - started < 4
+
+
+def test_tcp_connection_cap(serve, monkeypatch):
+    import pydns.transport
+
+    monkeypatch.setattr(pydns.transport, "TCP_MAX_CONNECTIONS", 3)
+    srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
+    held = [socket.create_connection(("127.0.0.1", srv.port), timeout=3) for _ in range(3)]
+    try:
+        query = dns.message.make_query("example.org", "A").to_wire()
+        try:
+            refused = tcp_exchange(srv.port, [query], expect=1)
+        except ConnectionResetError:
+            refused = []
+        assert refused == []  # over the cap: closed at once
+        held[0].close()
+        time.sleep(0.2)
+        assert len(tcp_exchange(srv.port, [query], expect=1)) == 1  # a slot freed up
+    finally:
+        for s in held:
+            s.close()
