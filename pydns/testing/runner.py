@@ -59,7 +59,11 @@ class ServerThread:
             self._started.set()
             return
         self._started.set()
-        await self._done.wait()
+        # Stop when asked, or when the instance gives up by itself (a detected loop).
+        waiters = [asyncio.ensure_future(self._done.wait()), asyncio.ensure_future(self.instance.stopping.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
         await self.instance.stop()
 
     def stop(self) -> None:
