@@ -8,6 +8,7 @@ Nothing here knows any plugin.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import struct
@@ -249,6 +250,17 @@ def wildcard_family() -> tuple[str, int]:
 
 def make_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     """Bound UDP and TCP sockets for host:port (host '' means every address)."""
+    # Port 0: the free UDP port may be taken for TCP by another process; try another one.
+    for _ in range(19 if port == 0 else 0):
+        try:
+            return _bound_pair(host, port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    return _bound_pair(host, port)
+
+
+def _bound_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     if host == "":
         host, family = wildcard_family()
     else:
