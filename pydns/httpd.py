@@ -36,7 +36,9 @@ def split_hostport(addr: str, default_port: int) -> tuple[str, int]:
 class HttpListener:
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self.routes: dict[str, tuple[Handler, object]] = {}
+        # path -> registrations, newest last: a reload's new configuration answers while it
+        # is registered, and removing it (a failed reload) brings back the running one's.
+        self.routes: dict[str, list[tuple[Handler, object]]] = {}
         self._server: asyncio.AbstractServer | None = None
 
     @property
@@ -46,11 +48,14 @@ class HttpListener:
         return self.port
 
     def add(self, path: str, handler: Handler, owner: object) -> None:
-        self.routes[path] = (handler, owner)
+        stack = self.routes.setdefault(path, [])
+        stack[:] = [r for r in stack if r[1] is not owner]
+        stack.append((handler, owner))
 
     def remove_owner(self, owner: object) -> None:
-        for path, (_h, o) in list(self.routes.items()):
-            if o is owner:
+        for path, stack in list(self.routes.items()):
+            stack[:] = [r for r in stack if r[1] is not owner]
+            if not stack:
                 del self.routes[path]
 
     async def start(self) -> None:
@@ -94,13 +99,13 @@ class HttpListener:
 
     def _dispatch(self, method: str, target: str) -> tuple[int, str, bytes]:
         path, _, query = target.partition("?")
-        route = self.routes.get(path)
-        if route is None:
+        stack = self.routes.get(path)
+        if not stack:
             return 404, "text/plain", b"404 page not found\n"
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
         try:
-            return route[0](query)
+            return stack[-1][0](query)
         except Exception:  # a handler bug must not kill the endpoint
             log.exception("http handler for %s failed", path)
             return 500, "text/plain", b"internal error\n"

@@ -18,8 +18,8 @@ _lock = threading.Lock()
 
 # CoreDNS's plugin.TimeBuckets: exponential from 250µs, doubling, 16 buckets.
 TIME_BUCKETS = tuple(0.00025 * 2**i for i in range(16))
-# CoreDNS's plugin.SlimTimeBuckets.
-SLIM_TIME_BUCKETS = tuple(0.00025 * 4**i for i in range(8))
+# CoreDNS's plugin.SlimTimeBuckets: exponential from 250µs, factor 10, 5 buckets.
+SLIM_TIME_BUCKETS = tuple(0.00025 * 10**i for i in range(5))
 
 
 def _get(kind, name: str, doc: str, labels: tuple[str, ...], **kw):

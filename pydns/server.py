@@ -73,7 +73,7 @@ class ServerConfig:
 
         query = DNSRecord.question(name, _qtype_name(qtype))
         query.header.rd = 1
-        req = Request(query.pack(), "udp", ("127.0.0.1", 0), self.label)
+        req = Request(bytes(query.pack()), "udp", ("127.0.0.1", 0), self.label)
         router = self.instance.routers.get(self.ports[0])
         entry = router.route(req.key) if router else (self, self.zones[0])
         if entry is None:
@@ -186,11 +186,17 @@ class Instance:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         configs = build(self.read(), self.dns_port, self)
-        await self._start_plugins(configs)
         try:
-            await self._listen(configs)
+            await self._start_plugins(configs)
+            try:
+                await self._listen(configs)
+            except BaseException:
+                await self._stop_plugins(configs)
+                raise
         except BaseException:
-            await self._stop_plugins(configs)
+            for listener in self.http.values():  # a plugin may already have bound one
+                await listener.close()
+            self.http.clear()
             raise
         self.configs = configs
         await self._sweep_http()
@@ -292,6 +298,7 @@ class Instance:
                     for config in configs:
                         for plugin in config.plugins:
                             listener.remove_owner(plugin)
+                await self._sweep_http()
                 return False
             try:
                 await self._listen(configs)
@@ -299,6 +306,7 @@ class Instance:
                 stats.reload_failed += 1
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 await self._stop_plugins(configs)
+                await self._sweep_http()
                 return False
             self.configs = configs
             self.generation += 1
