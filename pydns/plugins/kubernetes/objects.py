@@ -1,0 +1,174 @@
+"""The few fields the index keeps of each Kubernetes object, read from raw API dicts.
+
+Objects arrive as the API returns them (JSON dicts); keeping them whole would cost
+kilobytes each, so each is reduced at once to the fields DNS needs, in ``__slots__``
+classes.  The readers are lenient: a missing field takes the API server's default, and
+an address that does not parse is dropped rather than failing the object.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from .packing import label
+
+CLUSTER_IP, HEADLESS, EXTERNAL = 0, 1, 2
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+NO_PORTS = (("", "", -1),)
+SVC = b"\x03svc"
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # CoreDNS's sentinel: names without ports still get address records
+
+
+def meta_of(obj: dict) -> dict:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def key_of(obj: dict) -> tuple[str, str]:
+    """(namespace, name) of a namespaced object; the namespace defaults to "default"."""
+    meta = meta_of(obj)
+    return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+
+
+def canonical_ip(text) -> str | None:
+    """An address in canonical text form (IPv4-mapped IPv6 becomes IPv4), or None."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    try:
+        if ":" in text:
+            packed = socket.inet_pton(socket.AF_INET6, text)
+            if packed[:12] == _V4_MAPPED:
+                return socket.inet_ntop(socket.AF_INET, packed[12:])
+            return socket.inet_ntop(socket.AF_INET6, packed)
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError):
+        return None
+
+
+def dashed(ip: str) -> str:
+    """The endpoint name CoreDNS gives an address without a hostname (``172-0-0-2``, ``5678-abcd--1``)."""
+    if "." in ip:
+        return ip.replace(".", "-")
+    name = ip.replace(":", "-")
+    return name + "0" if name.endswith("-") else name
+
+
+def _ports(raw) -> tuple:
+    ports = []
+    for p in raw if isinstance(raw, list) else ():
+        if not isinstance(p, dict):
+            continue
+        port = p.get("port")
+        ports.append((str(p.get("name") or "").lower(), str(p.get("protocol") or "TCP").lower(),
+                      port if isinstance(port, int) else -1))
+    return tuple(ports) or NO_PORTS
+
+
+class Service:
+    """``base`` is the wire form of ``name.ns.svc`` (None when the names are no DNS labels)."""
+
+    __slots__ = ("ns", "name", "kind", "ips", "ports", "target", "base")
+
+    def __init__(self, ns: str, name: str, kind: int, ips: tuple, ports: tuple, target: str):
+        self.ns, self.name, self.kind, self.ips, self.ports, self.target = ns, name, kind, ips, ports, target
+        try:
+            self.base = label(name) + label(ns) + SVC
+        except ValueError:
+            self.base = None
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Service) and self.state == other.state
+
+    __hash__ = None
+
+    @property
+    def state(self) -> tuple:
+        return (self.ns, self.name, self.kind, self.ips, self.ports, self.target)
+
+    @property
+    def headless(self) -> bool:
+        return self.kind == HEADLESS
+
+
+def read_service(obj: dict) -> Service | None:
+    ns, name = key_of(obj)
+    if not name:
+        return None
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if spec.get("type") == "ExternalName":
+        target = str(spec.get("externalName") or "").strip().rstrip(".")
+        # An address is no CNAME target: CoreDNS serves nothing for such a service.
+        if canonical_ip(target) is not None:
+            target = ""
+        return Service(ns, name, EXTERNAL, (), NO_PORTS, target.lower())
+    raw_ips = spec.get("clusterIPs") or [spec.get("clusterIP") or ""]
+    if not isinstance(raw_ips, list):
+        raw_ips = [raw_ips]
+    if raw_ips and raw_ips[0] == "None":
+        return Service(ns, name, HEADLESS, (), _ports(spec.get("ports")), "")
+    ips = tuple(ip for ip in map(canonical_ip, raw_ips) if ip is not None)
+    return Service(ns, name, CLUSTER_IP, ips, _ports(spec.get("ports")), "")
+
+
+class Slice:
+    """An EndpointSlice's ready addresses: ``endpoints`` is ((ip, endpoint name as a wire label), ...)."""
+
+    __slots__ = ("ns", "service", "ports", "endpoints")
+
+    def __init__(self, ns: str, service: str, ports: tuple, endpoints: tuple):
+        self.ns, self.service, self.ports, self.endpoints = ns, service, ports, endpoints
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Slice) and self.ns == other.ns and self.service == other.service
+                and self.ports == other.ports and self.endpoints == other.endpoints)
+
+    __hash__ = None
+
+
+def read_slice(obj: dict, pod_names: bool) -> Slice | None:
+    """The ready addresses of a slice; with ``pod_names`` an address without a hostname is
+    named after its pod (``endpoint_pod_names``)."""
+    ns, name = key_of(obj)
+    service = str((meta_of(obj).get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
+    if not name or not service or obj.get("addressType") == "FQDN":
+        return None
+    endpoints = []
+    for ep in obj.get("endpoints") or ():
+        if not isinstance(ep, dict):
+            continue
+        conditions = ep.get("conditions") if isinstance(ep.get("conditions"), dict) else {}
+        if conditions.get("ready") is False:  # unset means ready, as the API documents
+            continue
+        hostname = str(ep.get("hostname") or "")
+        if not hostname and pod_names:
+            ref = ep.get("targetRef") if isinstance(ep.get("targetRef"), dict) else {}
+            ref_name = str(ref.get("name") or "")
+            if len(ref_name) < 64:
+                hostname = ref_name
+        for raw in ep.get("addresses") or ():
+            ip = canonical_ip(raw)
+            if ip is not None:
+                try:
+                    name = label(hostname or dashed(ip))
+                except ValueError:
+                    name = label(dashed(ip))
+                endpoints.append((ip, name))
+    return Slice(ns, service, _ports(obj.get("ports")), tuple(endpoints))
+
+
+def trigger_time(obj: dict) -> str | None:
+    value = (meta_of(obj).get("annotations") or {}).get(TRIGGER_TIME)
+    return value if isinstance(value, str) else None
+
+
+def read_pod(obj: dict) -> tuple[bool, str | None]:
+    """(terminating, primary address or None) of a pod."""
+    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    return bool(meta_of(obj).get("deletionTimestamp")), canonical_ip(status.get("podIP"))
+
+
+def labels_of(obj: dict) -> dict:
+    labels = meta_of(obj).get("labels")
+    return labels if isinstance(labels, dict) else {}
