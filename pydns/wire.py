@@ -277,12 +277,24 @@ class Answer:
         return out
 
     def truncated(self, req: Request, flags: int) -> bytes:
-        """Header and question only, with TC set: the client retries over TCP."""
+        """As many whole records as fit under the client's limit, with TC set (as CoreDNS does).
+
+        Records are kept in order (answer, then authority, then additional) up to the first
+        that does not fit.  Compression pointers only point backwards, so a prefix of the
+        records is always a valid message.
+        """
+        limit = req.udp_limit
         data = req.data
-        head = data[:2] + _H.pack(flags | TC)
-        if req.edns_size:
-            return head + _HH.pack(1, 0) + _HH.pack(0, 1) + data[12 : req.qend + 4] + opt_record(req.edns_size, req.do)
-        return head + _HH.pack(1, 0) + _HH.pack(0, 0) + data[12 : req.qend + 4]
+        question = data[12 : req.qend + 4]
+        opt = opt_record(req.edns_size, req.do) if req.edns_size else b""
+        room = limit - 12 - len(question) - len(opt)
+        kept = _fitting_prefix(self.body, self.an + self.ns + self.ar, room)
+        an = min(kept, self.an)
+        ns = min(kept - an, self.ns)
+        ar = kept - an - ns
+        end = _record_end(self.body, kept)
+        return (data[:2] + _H.pack(flags | TC) + _HH.pack(1, an) + _HH.pack(ns, ar + (1 if opt else 0))
+                + question + self.body[:end] + opt)
 
     def size(self, req: Request) -> int:
         return 12 + (req.qend + 4 - 12) + len(self.body) + (11 if req.edns_size else 0)
@@ -350,6 +362,29 @@ class Answer:
                      ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD,
                      chunks=tuple(spans) if an > 1 else None, plugin=plugin)
         return answer
+
+
+def _record_end(body: bytes, count: int) -> int:
+    """Offset in ``body`` just past its first ``count`` records."""
+    pos = 0
+    for _ in range(count):
+        pos = _skip_name(body, pos)
+        (rdlen,) = _H.unpack_from(body, pos + 8)
+        pos += 10 + rdlen
+    return pos
+
+
+def _fitting_prefix(body: bytes, total: int, room: int) -> int:
+    """How many leading records of ``body`` fit in ``room`` bytes."""
+    pos = kept = 0
+    while kept < total:
+        nxt = _skip_name(body, pos)
+        (rdlen,) = _H.unpack_from(body, nxt + 8)
+        nxt += 10 + rdlen
+        if nxt > room:
+            break
+        pos, kept = nxt, kept + 1
+    return kept
 
 
 def _record_spans(packed: bytes, start: int, count: int) -> tuple:
