@@ -15,6 +15,7 @@ import struct
 
 from pydns import stats
 from pydns.plugin import DNSError
+from pydns.zones import wire_lookup
 from pydns.wire import (NOTIMP, REFUSED, SERVFAIL, Answer, MalformedQuery, Request, badvers, status)
 
 log = logging.getLogger("pydns")
@@ -36,16 +37,7 @@ class Router:
     def route(self, key: bytes):
         if self.only is not None:
             return self.only
-        table = self.by_zone
-        i = 0
-        while True:
-            server = table.get(key[i:])
-            if server is not None:
-                return server
-            n = key[i]
-            if n == 0:
-                return None
-            i += n + 1
+        return wire_lookup(key, self.by_zone)
 
 
 def _panic(req: Request, exc: BaseException) -> Answer:
@@ -65,6 +57,16 @@ def dispatch(router: Router, req: Request):
         return status(NOTIMP)
     try:
         return server.handler.serve(req)
+    except DNSError as err:
+        return status(err.rcode)
+    except Exception as exc:
+        return _panic(req, exc)
+
+
+async def settle(req: Request, result) -> Answer:
+    """The answer a chain gave later; its failures become rcodes, as in ``dispatch``."""
+    try:
+        return await result
     except DNSError as err:
         return status(err.rcode)
     except Exception as exc:
@@ -134,12 +136,7 @@ class UDPListener:
             pass
 
     async def _later(self, req: Request, result, addr) -> None:
-        try:
-            answer = await result
-        except DNSError as err:
-            answer = status(err.rcode)
-        except Exception as exc:
-            answer = _panic(req, exc)
+        answer = await settle(req, result)
         if self.sock.fileno() != -1:
             self._send(req.render(answer), addr)
 
@@ -212,12 +209,7 @@ class TCPConnection(asyncio.Protocol):
             asyncio.ensure_future(self._later(req, result))
 
     async def _later(self, req: Request, result) -> None:
-        try:
-            answer = await result
-        except DNSError as err:
-            answer = status(err.rcode)
-        except Exception as exc:
-            answer = _panic(req, exc)
+        answer = await settle(req, result)
         self.pending -= 1
         self._send(req.render(answer))
 

@@ -36,6 +36,35 @@ def to_wire(name: str) -> bytes:
     return bytes(out)
 
 
+def wire_lookup(key: bytes, table: dict):
+    """The value for the most specific suffix of the wire name ``key`` in ``table``, or None.
+
+    Suffixes are taken at label boundaries only, so ``\\x03foo\\x03org\\x00`` tries itself,
+    ``\\x03org\\x00`` and the root ``\\x00``.
+    """
+    i = 0
+    while True:
+        value = table.get(key[i:])
+        if value is not None:
+            return value
+        n = key[i]
+        if n == 0:
+            return None
+        i += n + 1
+
+
+def in_wire_zones(key: bytes, zones) -> bool:
+    """Does the wire name ``key`` fall in one of ``zones`` (a set of wire names)?"""
+    i = 0
+    while True:
+        if key[i:] in zones:
+            return True
+        n = key[i]
+        if n == 0:
+            return False
+        i += n + 1
+
+
 def is_subdomain(child: str, parent: str) -> bool:
     """True when ``child`` equals or sits below ``parent`` (both lower-case FQDNs)."""
     return parent == "." or child == parent or child.endswith("." + parent)

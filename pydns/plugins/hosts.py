@@ -37,7 +37,7 @@ from pydns import metrics
 from pydns.corefile import CorefileError, Directive
 from pydns.plugin import Plugin, parse_duration, register
 from pydns.wire import NOERROR, SERVFAIL, Answer, Request, status
-from pydns.zones import fqdn, normalize_zones, to_wire
+from pydns.zones import fqdn, in_wire_zones, normalize_zones, to_wire
 
 TYPE_A, TYPE_PTR, TYPE_AAAA = 1, 12, 28
 _RR_HEAD = struct.Struct("!HHHIH")  # pointer to the question's name, type, class, ttl, rdlength
@@ -103,7 +103,7 @@ def parse_hosts(text: str, zones: list[str], reverse: bool) -> HostMap:
         rev = ip.reverse_pointer + "."
         for raw in fields[1:]:
             name = fqdn(raw)
-            if not valid_name(name) or not in_zones(to_wire(name), zone_keys):
+            if not valid_name(name) or not in_wire_zones(to_wire(name), zone_keys):
                 continue
             table.setdefault(name, []).append(packed)
             if reverse:
@@ -111,16 +111,6 @@ def parse_hosts(text: str, zones: list[str], reverse: bool) -> HostMap:
     return hmap
 
 
-def in_zones(key: bytes, zones: frozenset) -> bool:
-    """Does the wire name ``key`` fall in one of ``zones`` (wire forms)?"""
-    i = 0
-    while True:
-        if key[i:] in zones:
-            return True
-        n = key[i]
-        if n == 0:
-            return False
-        i += n + 1
 
 
 def _records(rtype: int, ttl: int, rdatas: list[bytes]) -> tuple[bytes, tuple | None]:
@@ -310,10 +300,10 @@ class Hosts(Plugin):
         return self._not_found(req)
 
     def _not_found(self, req: Request):
-        if req.qtype == TYPE_PTR or not in_zones(req.key, self._origin_keys):
+        if req.qtype == TYPE_PTR or not in_wire_zones(req.key, self._origin_keys):
             return self.next.serve(req)
         if req.key in self.names:
             return self.nodata
-        if self.fall is not None and in_zones(req.key, self.fall):
+        if self.fall is not None and in_wire_zones(req.key, self.fall):
             return self.next.serve(req)
         return status(SERVFAIL)

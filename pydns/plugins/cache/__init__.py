@@ -58,9 +58,9 @@ from pydns.plugins.cache import metrics as cache_metrics
 from pydns.plugins.cache import options
 from pydns.plugins.cache.metrics import DENIAL, SUCCESS
 from pydns.plugins.cache.response import (DELEGATION, META, NAME_ERROR, NO_DATA, NO_ERROR, OTHER_ERROR,
-                                          SERVER_ERROR, UPDATE, in_zones, minimal_ttl, read_response)
+                                          SERVER_ERROR, UPDATE, minimal_ttl, read_response)
 from pydns.wire import AA, AD, CD, NOERROR, NXDOMAIN, TC, Answer, Request, status
-from pydns.zones import to_wire
+from pydns.zones import in_wire_zones, to_wire
 
 SHARDS = 256
 
@@ -133,7 +133,7 @@ class Cache(Plugin):
         self.caches = (_Shards(o.pcap), _Shards(o.ncap))
         self._zone_keys = frozenset(to_wire(z) for z in o.zones)
         # With the block's own zones (the usual case) no query needs a zone check.
-        self._every_zone = all(in_zones(to_wire(z), self._zone_keys) for z in self.server.zones)
+        self._every_zone = all(in_wire_zones(to_wire(z), self._zone_keys) for z in self.server.zones)
         self.zones_label = ",".join(o.zones)
 
     # ------------------------------------------------------------------ lifecycle
@@ -170,7 +170,7 @@ class Cache(Plugin):
             if self.opts.stale_up_to > 0 and -ttl < self.opts.stale_up_to:
                 self.hits[e.kind] += 1
                 return self._serve_stale(req, key, e, now)
-        if not self._every_zone and not in_zones(req.key, self._zone_keys):
+        if not self._every_zone and not in_wire_zones(req.key, self._zone_keys):
             return self.next.serve(req)
         self.misses += 1
         result = self.next.serve(req)
@@ -347,7 +347,7 @@ class Cache(Plugin):
               kind: int) -> None:
         cache = SUCCESS if kind in (NO_ERROR, DELEGATION) else DENIAL
         excluded = self.opts.pexcept if cache == SUCCESS else self.opts.nexcept
-        if excluded and in_zones(req.key, excluded):
+        if excluded and in_wire_zones(req.key, excluded):
             return
         now = _now()
         if kind == SERVER_ERROR:

@@ -140,12 +140,3 @@ def minimal_ttl(kind: int, ttls: list, maximum: int) -> int:
     return low
 
 
-def in_zones(key: bytes, zones: frozenset) -> bool:
-    i = 0
-    while True:
-        if key[i:] in zones:
-            return True
-        n = key[i]
-        if n == 0:
-            return False
-        i += n + 1

@@ -74,7 +74,7 @@ from dnslib import CNAME, QTYPE, RR, DNSRecord
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register
 from pydns.wire import REFUSED, Answer, Request, label_from_wire, status
-from pydns.zones import is_subdomain, to_wire
+from pydns.zones import in_wire_zones, is_subdomain, to_wire
 
 from . import options as options_mod
 from .index import Index, Zone
@@ -90,15 +90,6 @@ _HEADER = struct.Struct("!HHHHHH")
 _following: contextvars.ContextVar[tuple] = contextvars.ContextVar("kubernetes_following", default=())
 
 
-def _in_zones(key: bytes, zones: frozenset) -> bool:
-    i = 0
-    while True:
-        if key[i:] in zones:
-            return True
-        n = key[i]
-        if n == 0:
-            return False
-        i += n + 1
 
 
 def records_of(key: bytes, qtype: int, answer: Answer) -> list:
@@ -206,7 +197,7 @@ class Kubernetes(Plugin):
             answer = index.dynamic(key, qtype, zone)
             if answer is not None:
                 return index.remember(key, qtype, answer)
-        if self.fall is not None and _in_zones(key, self.fall):
+        if self.fall is not None and in_wire_zones(key, self.fall):
             return self.next.serve(req)
         return index.remember(key, qtype, index.negatives(zone, len(key))[1])
 
@@ -215,7 +206,7 @@ class Kubernetes(Plugin):
             self.__dict__.pop("serve", None)
             return self.serve(req)
         zone = self.index.zone_of(req.key)
-        if zone is None or (self.fall is not None and _in_zones(req.key, self.fall)):
+        if zone is None or (self.fall is not None and in_wire_zones(req.key, self.fall)):
             return self.next.serve(req)
         return self.index.negatives(zone, len(req.key))[2]
 

@@ -38,6 +38,7 @@ endpoints; SRV weights split 100 over the records; PTR names point into the firs
 
 from __future__ import annotations
 
+from pydns.zones import wire_lookup
 import logging
 import math
 import time
@@ -651,16 +652,7 @@ class Index:
     # ================================================================ queries
     def zone_of(self, key: bytes) -> Zone | None:
         """The most specific of the plugin's zones that the name falls in."""
-        zones = self._zone_by_wire
-        i = 0
-        while True:
-            zone = zones.get(key[i:])
-            if zone is not None:
-                return zone
-            n = key[i]
-            if n == 0:
-                return None
-            i += n + 1
+        return wire_lookup(key, self._zone_by_wire)
 
     def negatives(self, zone: Zone, qlen: int) -> tuple[Answer, Answer, Answer]:
         """(NODATA, NXDOMAIN, SERVFAIL) for a question of ``qlen`` wire bytes in ``zone``."""
