@@ -2,3 +2,7 @@
 
 panics = 0
 reload_failed = 0
+
+# Called as hook(req, answer) for queries that match no server block's zone (answered
+# REFUSED before any chain runs), so that metrics can count them as CoreDNS does.
+unrouted_hooks: list = []

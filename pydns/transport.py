@@ -50,7 +50,10 @@ def dispatch(router: Router, req: Request):
     """Run one query through its server block: an Answer, or an awaitable of one."""
     entry = router.route(req.key)
     if entry is None:
-        return status(REFUSED)
+        refused = status(REFUSED)
+        for hook in stats.unrouted_hooks:
+            hook(req, refused)
+        return refused
     server, req.zone = entry
     req.server = server
     if req.opcode != OPCODE_QUERY and req.opcode != OPCODE_NOTIFY:

@@ -96,9 +96,13 @@ class Prometheus(Plugin):
         self.listener.add("/metrics", serve_metrics, owner=self)
         await open_http(self.listener, self.addr, self.where, "prometheus")
         LIVE.add(self)
+        if count_unrouted not in stats.unrouted_hooks:
+            stats.unrouted_hooks.append(count_unrouted)
 
     async def stop(self) -> None:
         LIVE.discard(self)
+        if not LIVE and count_unrouted in stats.unrouted_hooks:
+            stats.unrouted_hooks.remove(count_unrouted)
         if self.listener is not None:
             self.listener.remove_owner(self)
 
@@ -142,6 +146,12 @@ def count(req: Request, answer: Answer, start: float) -> None:
     rec[_REQUEST + bisect_left(SIZE_BUCKETS, n)] += 1
     rec[3] += size
     rec[_RESPONSE + bisect_left(SIZE_BUCKETS, size)] += 1
+
+
+def count_unrouted(req: Request, answer: Answer) -> None:
+    """A query for a name in no zone: counted under zone "dropped", as CoreDNS does."""
+    req.zone = "dropped"
+    count(req, answer, perf_counter())
 
 
 def serve_metrics(query: str) -> tuple[int, str, bytes]:
