@@ -232,6 +232,17 @@ def opt_record(size: int, do: bool, ext_rcode: int = 0) -> bytes:
 
 
 _OPT_CACHE: dict[tuple[int, bool], bytes] = {}
+_COUNTS: dict[tuple[int, int, int], tuple[bytes, bytes]] = {}
+
+
+def _section_counts(an: int, ns: int, ar: int) -> tuple[bytes, bytes]:
+    """QD..ARCOUNT bytes without and with an OPT record, shared by every answer of that shape."""
+    counts = _COUNTS.get((an, ns, ar))
+    if counts is None:
+        counts = (_HH.pack(1, an) + _HH.pack(ns, ar), _HH.pack(1, an) + _HH.pack(ns, ar + 1))
+        if len(_COUNTS) < 4096:
+            _COUNTS[(an, ns, ar)] = counts
+    return counts
 
 
 class Answer:
@@ -257,8 +268,7 @@ class Answer:
         self.ttl = ttl
         self.chunks = chunks
         self.error = None  # an explanation, for the errors plugin
-        self._counts = _HH.pack(1, an) + _HH.pack(ns, ar)
-        self._counts_opt = _HH.pack(1, an) + _HH.pack(ns, ar + 1)
+        self._counts, self._counts_opt = _section_counts(an, ns, ar)
 
     # ---- per query: the byte splice
     def render(self, req: Request, limit: int = 65535) -> bytes:
