@@ -6,16 +6,21 @@ import time
 
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import pytest
+from dnslib import QTYPE, RR, A
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import pydns.metrics
 from pydns.corefile import CorefileError
+from pydns.plugin import REGISTRY, Plugin, register
 from pydns.testing import ServerThread
 from pydns.testing.upstream import Upstream
+from pydns.wire import AD, Answer
+from pydns.zones import to_wire
 
 NAME = "example.org."
 
@@ -182,6 +187,124 @@ def test_disable_and_zones(serve, upstream):
     assert asked(up2) == 1
     assert asked(up2, "www.other.test.") == 3
     assert metric("coredns_cache_requests_total", **labels) - requests == 3  # only its zones count
+
+
+FIXED: dict[bytes, Answer] = {}  # lower-cased wire name -> the ready answer _Fixed hands out
+
+
+class _Fixed(Plugin):
+    """Hands out the same ready Answer objects again and again, as kubernetes and hosts do."""
+
+    def serve(self, req):
+        answer = FIXED.get(req.key)
+        return answer if answer is not None else self.next.serve(req)
+
+
+def fixed(name: str, ttl: int, address: str = "192.0.2.1", ad: bool = False) -> Answer:
+    answer = Answer.build(name, QTYPE.A, answer=[RR(name, QTYPE.A, ttl=ttl, rdata=A(address))], plugin="erratic")
+    if ad:
+        answer.flags |= AD
+    FIXED[to_wire(name)] = answer
+    return answer
+
+
+@pytest.fixture
+def fixed_plugin():
+    previous = REGISTRY.get("erratic")
+    register("erratic")(_Fixed)
+    FIXED.clear()
+    yield
+    FIXED.clear()
+    if previous is None:
+        REGISTRY.pop("erratic", None)
+    else:
+        REGISTRY["erratic"] = previous
+
+
+KUBEADM_CACHE = "cache 30 {\n  disable success cluster.test\n  disable denial cluster.test\n }"
+
+
+def counts(**labels) -> dict:
+    return {"requests": metric("coredns_cache_requests_total", **labels),
+            "misses": metric("coredns_cache_misses_total", **labels),
+            "hits": metric("coredns_cache_hits_total", **labels),
+            "entries": metric("coredns_cache_entries", **labels)}
+
+
+def test_names_where_nothing_is_kept_are_counted_as_misses_and_not_kept(serve, fixed_plugin):
+    # kubeadm's arrangement: answers and denials of the cluster zone are never kept.
+    fixed("web.ns.svc.cluster.test", 300)
+    fixed("www.example.org", 300)
+    srv = serve(f".:0 {{\n bind 127.0.0.1\n {KUBEADM_CACHE}\n erratic\n}}\n")
+    labels = {"server": "dns://127.0.0.1:0", "zones": ".", "view": ""}
+    before = counts(**labels)
+    for _ in range(4):
+        assert srv.query("web.ns.svc.cluster.test", "A").answer
+    after = counts(**labels)
+    # As in CoreDNS: every such query is a request and a miss, and nothing is stored.
+    assert after["requests"] - before["requests"] == 4
+    assert after["misses"] - before["misses"] == 4
+    assert after["hits"] == before["hits"] and after["entries"] == before["entries"] == 0
+    for _ in range(3):
+        assert srv.query("www.example.org", "A").answer  # outside the cluster zone: kept
+    final = counts(**labels)
+    assert final["requests"] - after["requests"] == 3
+    assert final["misses"] - after["misses"] == 1
+    assert final["hits"] - after["hits"] == 2
+    assert final["entries"] == 1
+
+
+def test_answers_passed_on_unkept_still_get_capped_ttls_every_time(serve, fixed_plugin):
+    fixed("web.ns.svc.cluster.test", 300)
+    fixed("short.ns.svc.cluster.test", 1)
+    fixed("fits.ns.svc.cluster.test", 20)
+    srv = serve(f".:0 {{\n bind 127.0.0.1\n {KUBEADM_CACHE}\n erratic\n}}\n")
+    for _ in range(3):
+        # capped at 30, raised to the 5s minimum, or left alone, on every query
+        assert ttls(srv.query("web.ns.svc.cluster.test", "A")) == {30}
+        assert ttls(srv.query("short.ns.svc.cluster.test", "A")) == {5}
+        assert ttls(srv.query("fits.ns.svc.cluster.test", "A")) == {20}
+    # the client's own spelling, EDNS and TCP change none of that
+    msg = srv.query("WEB.Ns.svc.Cluster.TEST", "A", use_edns=0)
+    assert ttls(msg) == {30} and msg.answer[0].name.to_text() == "WEB.Ns.svc.Cluster.TEST."
+    assert ttls(srv.query("web.ns.svc.cluster.test", "A", tcp=True)) == {30}
+    # a new answer for the name (the data changed) is read afresh
+    fixed("web.ns.svc.cluster.test", 10, address="192.0.2.9")
+    msg = srv.query("web.ns.svc.cluster.test", "A")
+    assert ttls(msg) == {10} and ips(msg) == ["192.0.2.9"]
+
+
+def test_answers_passed_on_unkept_follow_each_query_for_ad_and_opcode(serve, fixed_plugin):
+    fixed("signed.ns.svc.cluster.test", 300, ad=True)
+    srv = serve(f".:0 {{\n bind 127.0.0.1\n {KUBEADM_CACHE}\n erratic\n}}\n")
+
+    def ask(ad: bool = False, notify: bool = False, **kw):
+        q = dns.message.make_query("signed.ns.svc.cluster.test", "A", **kw)
+        if ad:
+            q.flags |= dns.flags.AD
+        if notify:
+            q.set_opcode(dns.opcode.NOTIFY)
+        return dns.query.udp(q, "127.0.0.1", port=srv.port, timeout=3)
+
+    for _ in range(2):
+        # AD only for a client that asked for it (AD or DO), as CoreDNS's cache does
+        assert not ask().flags & dns.flags.AD
+        assert ask(ad=True).flags & dns.flags.AD
+        assert ask(want_dnssec=True).flags & dns.flags.AD
+        # a NOTIFY is no answer to keep: CoreDNS gives it the minimum TTL
+        assert ttls(ask(notify=True)) == {5}
+        assert ttls(ask()) == {30}
+
+
+def test_unkept_names_through_forward_are_asked_every_time_and_capped(serve, upstream):
+    up = upstream(ttl=300)
+    srv = serve(corefile(up, "cache 30 {\n  disable success example.org\n  disable denial example.org\n }"))
+    for _ in range(3):
+        assert ttls(srv.query(NAME, "A")) == {30}
+        msg = srv.query("missing.example.org", "A")
+        assert msg.rcode() == dns.rcode.NXDOMAIN and ttls(msg) == {30}
+    assert asked(up) == 3
+    assert asked(up, "missing.example.org.") == 3
 
 
 def test_capacity_evicts_at_random(serve, upstream):

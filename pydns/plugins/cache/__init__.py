@@ -63,6 +63,8 @@ from pydns.wire import AA, AD, CD, NOERROR, NXDOMAIN, TC, Answer, Request, statu
 from pydns.zones import in_wire_zones, to_wire
 
 SHARDS = 256
+# Answers passed on for names where nothing is kept, remembered per question (see _pass).
+PASSED_MAX = 10000
 
 _TTL = struct.Struct("!I")
 _now = time.monotonic
@@ -118,6 +120,9 @@ class Cache(Plugin):
         self.caches: tuple[_Shards, _Shards] = (_Shards(0), _Shards(0))
         self._zone_keys: frozenset = frozenset()
         self._every_zone = True
+        self._unkept: frozenset = frozenset()  # zones (wire form) where neither kind is kept
+        # cache key -> (answer, opcode, AD asked, what the client got): see _pass
+        self._passed: dict[tuple, tuple] = {}
         self.zones_label = ""
         # per-query counts (plain ints, read at scrape time)
         self.hits = [0, 0]
@@ -134,6 +139,7 @@ class Cache(Plugin):
         self._zone_keys = frozenset(to_wire(z) for z in o.zones)
         # With the block's own zones (the usual case) no query needs a zone check.
         self._every_zone = all(in_wire_zones(to_wire(z), self._zone_keys) for z in self.server.zones)
+        self._unkept = _both(o.pexcept, o.nexcept)
         self.zones_label = ",".join(o.zones)
 
     # ------------------------------------------------------------------ lifecycle
@@ -174,12 +180,39 @@ class Cache(Plugin):
             return self.next.serve(req)
         self.misses += 1
         result = self.next.serve(req)
+        if self._unkept:
+            # The memo holds only names in _unkept, so a name found there needs no zone walk.
+            p = self._passed.get(key)
+            if p is not None or in_wire_zones(req.key, self._unkept):
+                if result.__class__ is Answer:
+                    return self._pass(req, key, result, p)
+                return self._pass_later(req, key, result)
         if result.__class__ is Answer:
             return self._store(req, key, result)
         return self._store_later(req, key, result)
 
     async def _store_later(self, req: Request, key: tuple, result) -> Answer:
         return self._store(req, key, await result)
+
+    def _pass(self, req: Request, key: tuple, answer: Answer, p: tuple | None) -> Answer:
+        """An answer for a name where nothing is kept (``disable success`` and ``denial``).
+
+        It still goes out with its TTLs capped and AD cleared as a kept one would, but that
+        depends only on the answer and the question: a plugin that hands out the same ready
+        Answer again gets the same result back without the response being read again.
+        """
+        if p is not None and p[0] is answer and p[1] == req.opcode and p[2] == req.flags & AD:
+            return p[3]
+        out, dated = self._reply(req, key, answer, False)
+        if not dated:
+            passed = self._passed
+            if len(passed) >= PASSED_MAX:
+                passed.clear()
+            passed[key] = (answer, req.opcode, req.flags & AD, out)
+        return out
+
+    async def _pass_later(self, req: Request, key: tuple, result) -> Answer:
+        return self._pass(req, key, await result, self._passed.get(key))
 
     def _fresh(self, req: Request, e: _Entry, age: int) -> Answer:
         if not self.opts.keepttl and e.second != age:
@@ -305,15 +338,20 @@ class Cache(Plugin):
     # ------------------------------------------------------------------ storing
     def _store(self, req: Request, key: tuple, answer: Answer) -> Answer:
         """Keep ``answer`` if it may be kept; returns what the client gets (TTLs capped)."""
+        return self._reply(req, key, answer, True)[0]
+
+    def _reply(self, req: Request, key: tuple, answer: Answer, may_keep: bool) -> tuple[Answer, bool]:
+        """What the client gets for ``answer`` (TTLs capped), keeping it if ``may_keep`` and it
+        may be kept; and whether that reply depended on the clock (a signature's validity)."""
         if _not_written(answer):
-            return answer
+            return answer, False
         try:
             resp = read_response(req, answer)
         except (records.BadMessage, IndexError):
-            return answer
+            return answer, False
         kind = resp.kind
-        keep = not (answer.flags & TC or resp.non_answer or kind in (OTHER_ERROR, META, UPDATE)
-                    or (kind == NAME_ERROR and not resp.has_soa))
+        keep = may_keep and not (answer.flags & TC or resp.non_answer or kind in (OTHER_ERROR, META, UPDATE)
+                                 or (kind == NAME_ERROR and not resp.has_soa))
         duration = self._lifetime(kind, resp.ttls)
         ttl = int(duration)
         body = answer.body
@@ -325,12 +363,12 @@ class Cache(Plugin):
         if keep and duration > 0:
             self._keep(req, key, answer, body, resp.offsets, ttl, kind)
         if body is answer.body and not (answer.flags & AD and not (req.do or req.flags & AD)):
-            return answer
+            return answer, resp.dated
         out = answer.with_body(body)
         out.ttl = ttl if resp.offsets else answer.ttl
         if not (req.do or req.flags & AD):
             out.flags &= ~AD
-        return out
+        return out, resp.dated
 
     def _lifetime(self, kind: int, ttls: list) -> float:
         """How long an answer is kept: its smallest TTL, within MINTTL and TTL of its kind."""
@@ -383,6 +421,15 @@ class Cache(Plugin):
             self.evictions[e.kind] += 1
             self.table.pop(victim, None)
         self.table[key] = e
+
+
+def _both(pexcept: frozenset, nexcept: frozenset) -> frozenset:
+    """The zones (wire form) whose names fall in both sets: where nothing at all is kept.
+
+    A name in a zone of each set is in the more specific of the two, which is then in both.
+    """
+    return frozenset([z for z in pexcept if in_wire_zones(z, nexcept)]
+                     + [z for z in nexcept if in_wire_zones(z, pexcept)])
 
 
 def _not_written(answer: Answer) -> bool:

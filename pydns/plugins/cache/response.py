@@ -23,12 +23,16 @@ class Response:
 
     ``non_answer``: records that do not answer the question (a CNAME chain that ends
     elsewhere) and no SOA to bound a negative TTL -- passed on, never kept (RFC 2308 5).
+    ``dated``: a signature's validity was checked against the clock, so the same answer may
+    read differently later.
     """
 
-    __slots__ = ("kind", "offsets", "ttls", "has_soa", "non_answer")
+    __slots__ = ("kind", "offsets", "ttls", "has_soa", "non_answer", "dated")
 
-    def __init__(self, kind: int, offsets: tuple, ttls: list, has_soa: bool, non_answer: bool):
+    def __init__(self, kind: int, offsets: tuple, ttls: list, has_soa: bool, non_answer: bool,
+                 dated: bool = False):
         self.kind, self.offsets, self.ttls, self.has_soa, self.non_answer = kind, offsets, ttls, has_soa, non_answer
+        self.dated = dated
 
 
 def read_response(req: Request, answer: Answer) -> Response:
@@ -38,7 +42,7 @@ def read_response(req: Request, answer: Answer) -> Response:
     recs = records.walk(msg, base, (answer.an, answer.ns, answer.ar))
     offsets, ttls = [], []
     has_soa, ns = False, 0
-    expired_sig = False
+    expired_sig = dated = False
     for r in recs:
         if r.rtype == TYPE_OPT:
             continue
@@ -50,6 +54,7 @@ def read_response(req: Request, answer: Answer) -> Response:
             elif r.rtype == TYPE_NS:
                 ns += 1
         if r.rtype == TYPE_RRSIG and req.do and not expired_sig:
+            dated = True
             expired_sig = not _signature_valid(msg, r)
     kind = typify(req, answer, has_soa, ns, expired_sig)
     non_answer = False
@@ -58,7 +63,7 @@ def read_response(req: Request, answer: Answer) -> Response:
             kind = NO_DATA  # a CNAME chain that ends in NODATA
         else:
             non_answer = True
-    return Response(kind, tuple(offsets), ttls, has_soa, non_answer)
+    return Response(kind, tuple(offsets), ttls, has_soa, non_answer, dated)
 
 
 def typify(req: Request, answer: Answer, has_soa: bool, ns: int, expired_sig: bool) -> int:
