@@ -265,3 +265,74 @@ def test_names_in_no_zone_are_counted_under_dropped(serve):
     after = Scrape(http_port(srv))
     assert after.value("coredns_dns_requests_total", **requests) - before.value("coredns_dns_requests_total", **requests) == 3
     assert after.value("coredns_dns_responses_total", **responses) - before.value("coredns_dns_responses_total", **responses) == 3
+
+
+def udp_reply(port: int, query: dns.message.Message) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(query.to_wire(), ("127.0.0.1", port))
+        return s.recv(65535)
+
+
+def tcp_reply(port: int, query: dns.message.Message) -> bytes:
+    wire = query.to_wire()
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(len(wire).to_bytes(2, "big") + wire)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+            chunk = s.recv(65535)
+            assert chunk
+            data += chunk
+    return data[2:]
+
+
+def size_histogram(m: Scrape, **labels) -> tuple[list[float], float]:
+    """(the non-cumulative bucket counts, in SIZE_BOUNDS order; the sum)."""
+    cumulative = [m.value("coredns_dns_response_size_bytes_bucket", le=le, **labels) for le in SIZE_BOUNDS]
+    return ([c - p for c, p in zip(cumulative, [0.0, *cumulative])],
+            m.value("coredns_dns_response_size_bytes_sum", **labels))
+
+
+def test_response_sizes_are_those_of_the_replies_sent(serve, tmp_path):
+    # hosts writes each A record as 16 bytes (a pointer to the question): with the name's
+    # length, that gives replies of exact sizes on either side of the buckets' bounds and of
+    # the 512-byte limit of a client without EDNS.
+    names = {"abcdefgh.size.test": 4, "abcdefghi.size.test": 4, "abcd.size.test": 30, "wide.size.test": 31}
+    inline = "".join(f"  10.0.{n}.{i} {name}\n" for n, (name, count) in enumerate(names.items())
+                     for i in range(1, count + 1))
+    empty = tmp_path / "hosts"
+    empty.write_text("")
+    srv = serve(f"size.test:0 {{\n bind 127.0.0.1\n prometheus 127.0.0.1:0\n hosts {empty} {{\n{inline} }}\n}}\n")
+    port = http_port(srv)
+    zone = dict(server=SERVER, zone="size.test.", view="")
+    before = {proto: size_histogram(Scrape(port), proto=proto, **zone) for proto in ("udp", "tcp")}
+
+    sent = {"udp": [], "tcp": []}
+    for name in names:
+        sent["udp"].append(udp_reply(srv.port, dns.message.make_query(name, "A")))
+    small_edns = dns.message.make_query("wide.size.test", "A", use_edns=0, payload=512)
+    for query in (dns.message.make_query("wide.size.test", "A", use_edns=0, payload=1232), small_edns,
+                  dns.message.make_query("abcd.size.test", "A", use_edns=0, payload=1232, want_dnssec=True)):
+        sent["udp"].append(udp_reply(srv.port, query))
+    for query in (dns.message.make_query("wide.size.test", "A"), small_edns):
+        sent["tcp"].append(tcp_reply(srv.port, query))
+
+    plain = [len(r) for r in sent["udp"][:4]]
+    assert plain[:3] == [100, 101, 512]  # on a bound, just past it, at the UDP limit: not truncated
+    truncated = dns.message.from_wire(sent["udp"][3])
+    assert truncated.flags & dns.flags.TC and plain[3] == 512  # 528 bytes would not fit: cut to 30 records
+    edns_full, edns_truncated, edns_do = (dns.message.from_wire(r) for r in sent["udp"][4:])
+    assert len(sent["udp"][4]) == 528 + 11 and not edns_full.flags & dns.flags.TC  # with its OPT record
+    assert edns_truncated.flags & dns.flags.TC and len(sent["udp"][5]) <= 512 and edns_truncated.opt
+    assert len(sent["udp"][6]) == 512 + 11 and edns_do.ednsflags & dns.flags.DO
+    assert [len(r) for r in sent["tcp"]] == [528, 528 + 11]  # TCP is never truncated here
+
+    m = Scrape(port)
+    for proto, replies in sent.items():
+        counts, total = size_histogram(m, proto=proto, **zone)
+        old_counts, old_total = before[proto]
+        expected = [0] * len(SIZE_BOUNDS)
+        for reply in replies:
+            expected[next(i for i, b in enumerate(SIZE_BOUNDS) if b == "+Inf" or len(reply) <= float(b))] += 1
+        assert [c - o for c, o in zip(counts, old_counts)] == expected, proto
+        assert total - old_total == sum(len(r) for r in replies), proto

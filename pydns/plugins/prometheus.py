@@ -71,6 +71,14 @@ _REQUEST = _DURATION + len(TIME_BUCKETS) + 1
 _RESPONSE = _REQUEST + len(SIZE_BUCKETS) + 1
 _RECORD_LEN = _RESPONSE + len(SIZE_BUCKETS) + 1
 
+# The record slot of each size a DNS message can have (at most 65535 bytes: TCP's length
+# prefix, and the most recvfrom reads), worked out once: an index per query, not a bisect.
+_MAX_MESSAGE = 65535
+_REQUEST_SLOTS = bytes(_REQUEST + bisect_left(SIZE_BUCKETS, n) for n in range(_MAX_MESSAGE + 1))
+_RESPONSE_SLOTS = bytes(_RESPONSE + bisect_left(SIZE_BUCKETS, n) for n in range(_MAX_MESSAGE + 1))
+# Most queries are answered within the first duration bucket: no bisect for them.
+_FIRST_TIME = TIME_BUCKETS[0]
+
 # Process-wide, so that counters survive reloads (as CoreDNS's do).
 # (server, zone, proto, ipv6, qtype, rcode, plugin, do) -> record
 RECORDS: dict[tuple, list] = {}
@@ -113,7 +121,7 @@ class Prometheus(Plugin):
             result = self.next.serve(req)
         except DNSError as err:
             result = status(err.rcode)
-        if isinstance(result, Answer):
+        if result.__class__ is Answer:
             count(req, result, start)
             return result
         return self._later(req, result, start)
@@ -131,6 +139,8 @@ class Prometheus(Plugin):
 def count(req: Request, answer: Answer, start: float) -> None:
     """Record one answered query: one dict lookup, then plain increments."""
     elapsed = perf_counter() - start
+    # The reply as it will be sent (truncated too): the listener sends these same bytes,
+    # which the request keeps, so rendering here costs nothing extra.
     size = len(req.render(answer))
     remote = req.remote
     ipv6 = remote is not None and ":" in remote[0] and not remote[0].startswith("::ffff:")
@@ -140,12 +150,12 @@ def count(req: Request, answer: Answer, start: float) -> None:
         rec = RECORDS[key] = [0] * _RECORD_LEN
     rec[0] += 1
     rec[1] += elapsed
-    rec[_DURATION + bisect_left(TIME_BUCKETS, elapsed)] += 1
+    rec[_DURATION if elapsed <= _FIRST_TIME else _DURATION + bisect_left(TIME_BUCKETS, elapsed)] += 1
     n = len(req.data)
     rec[2] += n
-    rec[_REQUEST + bisect_left(SIZE_BUCKETS, n)] += 1
+    rec[_REQUEST_SLOTS[n] if n <= _MAX_MESSAGE else _REQUEST + bisect_left(SIZE_BUCKETS, n)] += 1
     rec[3] += size
-    rec[_RESPONSE + bisect_left(SIZE_BUCKETS, size)] += 1
+    rec[_RESPONSE_SLOTS[size] if size <= _MAX_MESSAGE else _RESPONSE + bisect_left(SIZE_BUCKETS, size)] += 1
 
 
 def count_unrouted(req: Request, answer: Answer) -> None:
