@@ -164,8 +164,8 @@ class Cache(Plugin):
         return self._lookup(req, key, e)
 
     def _lookup(self, req: Request, key: tuple, e: _Entry | None):
-        now = _now()
         if e is not None:
+            now = _now()
             age = int(now - e.stored)
             ttl = e.orig - age
             if ttl > 0:
@@ -181,11 +181,13 @@ class Cache(Plugin):
         self.misses += 1
         result = self.next.serve(req)
         if self._unkept:
-            # The memo holds only names in _unkept, so a name found there needs no zone walk.
             p = self._passed.get(key)
+            if p is not None and p[0] is result and p[1] == req.opcode and p[2] == req.flags & AD:
+                return p[3]  # what this question got last time with this very answer (see _pass)
+            # _passed holds only names in _unkept, so a name found there needs no zone walk.
             if p is not None or in_wire_zones(req.key, self._unkept):
                 if result.__class__ is Answer:
-                    return self._pass(req, key, result, p)
+                    return self._pass(req, key, result)
                 return self._pass_later(req, key, result)
         if result.__class__ is Answer:
             return self._store(req, key, result)
@@ -194,15 +196,14 @@ class Cache(Plugin):
     async def _store_later(self, req: Request, key: tuple, result) -> Answer:
         return self._store(req, key, await result)
 
-    def _pass(self, req: Request, key: tuple, answer: Answer, p: tuple | None) -> Answer:
+    def _pass(self, req: Request, key: tuple, answer: Answer) -> Answer:
         """An answer for a name where nothing is kept (``disable success`` and ``denial``).
 
         It still goes out with its TTLs capped and AD cleared as a kept one would, but that
-        depends only on the answer and the question: a plugin that hands out the same ready
-        Answer again gets the same result back without the response being read again.
+        depends only on the answer, the question, the opcode and the query's AD bit: it is
+        remembered, and a plugin that hands out the same ready Answer again gets the same
+        result back (in _lookup) without the response being read again.
         """
-        if p is not None and p[0] is answer and p[1] == req.opcode and p[2] == req.flags & AD:
-            return p[3]
         out, dated = self._reply(req, key, answer, False)
         if not dated:
             passed = self._passed
@@ -212,7 +213,11 @@ class Cache(Plugin):
         return out
 
     async def _pass_later(self, req: Request, key: tuple, result) -> Answer:
-        return self._pass(req, key, await result, self._passed.get(key))
+        answer = await result
+        p = self._passed.get(key)
+        if p is not None and p[0] is answer and p[1] == req.opcode and p[2] == req.flags & AD:
+            return p[3]
+        return self._pass(req, key, answer)
 
     def _fresh(self, req: Request, e: _Entry, age: int) -> Answer:
         if not self.opts.keepttl and e.second != age:
