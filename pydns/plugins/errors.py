@@ -90,7 +90,7 @@ class Errors(Plugin):
         except DNSError as err:
             self.report(req, err.rcode, str(err))
             return status(err.rcode)
-        if isinstance(result, Answer):
+        if result.__class__ is Answer:
             if result.error:
                 self.report(req, result.rcode, result.error)
             return result
