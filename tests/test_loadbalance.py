@@ -89,6 +89,24 @@ def test_round_robin_varies_the_order_and_keeps_the_set(serve, hosts_file):
     assert order(srv.query("one.example.org", "A")) == ("10.0.0.9",)
 
 
+@pytest.mark.parametrize("count", [2, 5, 8])
+def test_round_robin_gives_every_order_of_few_or_many_records(serve, tmp_path, count):
+    # 5 is a headless service's usual endpoint count; 8 is past the orders made ahead.
+    addrs = [f"10.2.0.{i}" for i in range(1, count + 1)]
+    path = tmp_path / "hosts"
+    path.write_text("".join(f"{a} svc.example.org\n" for a in addrs))
+    srv = serve(corefile(f" loadbalance\n{hosts_with(path)}"))
+    rounds = 50 * count
+    orders = Counter(order(srv.query("svc.example.org", "A")) for _ in range(rounds))
+    assert all(sorted(o) == sorted(addrs) for o in orders)
+    # Shuffled, not rotated: far more orders than the count, once there can be.
+    assert len(orders) == 2 if count == 2 else len(orders) > 3 * count
+    # Every address at every place, about equally often.
+    places = Counter((i, a) for o in orders.elements() for i, a in enumerate(o))
+    assert len(places) == count * count
+    assert min(places.values()) > rounds / count / 3
+
+
 def test_without_loadbalance_the_order_is_fixed(serve, hosts_file):
     srv = serve(corefile(hosts_with(hosts_file)))
     assert len({order(srv.query("many.example.org", "A")) for _ in range(20)}) == 1
