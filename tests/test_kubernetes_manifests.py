@@ -343,3 +343,54 @@ def test_externalname_chains_are_followed_and_loops_stopped(serve, tmp_path):
     assert values(srv, svc("ip")) == (NXDOMAIN, [])  # an address is no CNAME target
     source_of(srv).apply_objects([service("web", ips=("10.0.0.11",))])
     assert "10.0.0.11" in values(srv, svc("one"))[1]  # what was followed is not kept past a change
+
+
+def test_endpoint_and_ptr_names_follow_every_change_after_they_were_asked(serve, tmp_path):
+    """Endpoint and PTR answers are rendered on their first query; a change must reach them."""
+    path = tmp_path / "cluster.yaml"
+    dump(path, [service("web", ips=("10.0.0.10",))])
+    srv = serve([path])
+    source = source_of(srv)
+    db = headless("db", "default", ports=(("sql", 5432, "TCP"),))
+    source.apply_objects([db, endpoint_slice("db-x", "db", [endpoint("10.1.1.1", "db-0"), endpoint("10.1.1.2", "db-1")],
+                                             ns="default", ports=(("sql", 5432, "TCP"),))])
+    db0, db1 = "db-0." + svc("db"), "db-1." + svc("db")
+    assert values(srv, db0) == (NOERROR, ["10.1.1.1"])
+    assert values(srv, db0, "AAAA") == (NOERROR, [])  # the name exists: NODATA
+    assert values(srv, db1, "SRV") == (NOERROR, ["0 100 5432 db-1.db.default.svc.cluster.local."])
+    assert values(srv, "1.1.1.10.in-addr.arpa.", "PTR") == (NOERROR, [db0])
+    assert values(srv, "10.0.0.10.in-addr.arpa.", "PTR") == (NOERROR, [svc("web")])
+    assert values(srv, "10.0.0.10.in-addr.arpa.", "A") == (NXDOMAIN, [])
+
+    # db-0 moves, db-1 goes, the port changes: every name asked above must follow.
+    source.apply_objects([endpoint_slice("db-x", "db", [endpoint("10.1.1.5", "db-0")], ns="default",
+                                         ports=(("sql", 6000, "TCP"),))])
+    assert values(srv, db0) == (NOERROR, ["10.1.1.5"])
+    assert values(srv, db0, "SRV") == (NOERROR, ["0 100 6000 db-0.db.default.svc.cluster.local."])
+    assert values(srv, db1) == (NXDOMAIN, [])
+    assert values(srv, db1, "SRV") == (NXDOMAIN, [])
+    assert values(srv, "1.1.1.10.in-addr.arpa.", "PTR") == (NXDOMAIN, [])
+    assert values(srv, "5.1.1.10.in-addr.arpa.", "PTR") == (NOERROR, [db0])
+
+    # A service's new cluster IP moves its PTR; deleting the service removes its endpoint names.
+    source.apply_objects([service("web", ips=("10.0.0.11",))])
+    assert values(srv, "10.0.0.10.in-addr.arpa.", "PTR") == (NXDOMAIN, [])
+    assert values(srv, "11.0.0.10.in-addr.arpa.", "PTR") == (NOERROR, [svc("web")])
+    source.delete_objects([db])
+    assert values(srv, db0) == (NXDOMAIN, [])
+    # Only the canonical spelling of an address names it.
+    assert values(srv, "011.0.0.10.in-addr.arpa.", "PTR") == (NXDOMAIN, [])
+
+
+def test_endpoint_names_answer_correctly_beyond_the_lazy_bound(serve, tmp_path, monkeypatch):
+    from pydns.plugins.kubernetes import index as index_mod
+
+    monkeypatch.setattr(index_mod, "LAZY_MAX", 4)
+    path = tmp_path / "cluster.yaml"
+    eps = [endpoint(f"10.3.0.{i}", f"web-{i}") for i in range(1, 13)]
+    dump(path, [headless("web", "default"), endpoint_slice("web-x", "web", eps, ns="default")])
+    srv = serve([path])
+    for _ in range(2):
+        for i in range(1, 13):
+            assert values(srv, f"web-{i}." + svc("web")) == (NOERROR, [f"10.3.0.{i}"])
+            assert values(srv, f"{i}.0.3.10.in-addr.arpa.", "PTR") == (NOERROR, [f"web-{i}." + svc("web")])

@@ -2,16 +2,24 @@
 
 Sources (the API's list+watch, or manifest files) feed raw objects in with::
 
-    index.replace(kind, objects)   # the full state of a kind: what is missing is deleted
+    index.upsert_all(kind, objects, seen)  # one page of a list; ``seen`` collects their keys
+    index.retain(kind, seen)               # after the last page: delete what the list lacked
+    index.replace(kind, objects)           # both at once: the full state of a kind
     index.upsert(kind, obj)
     index.delete(kind, obj)
 
 for the kinds "Namespace", "Service", "EndpointSlice" and "Pod", on the event loop's thread.
-Each object is reduced to the few fields DNS needs (``objects.py``) and the names it
-touches are re-rendered at once: a service's own names (``svc.ns.svc.ZONE``, its
-``_port._proto`` names, its endpoint names), the PTR names of the addresses involved, its
-namespace's names.  Re-rendering compares what the names held before and after, so a
-change to one endpoint of a large headless service repacks only the names that moved.
+A list is applied page by page, so that a large cluster's raw objects are never all held
+at once.  Each object is reduced to the few fields DNS needs (``objects.py``) and the names
+it touches are re-rendered at once: a service's own names (``svc.ns.svc.ZONE`` and its
+``_port._proto`` names), its namespace's names.  Re-rendering compares what the names held
+before and after, so a change to one endpoint of a large headless service repacks only the
+names that moved.
+
+Endpoint names (``host.svc.ns.svc.ZONE``) and PTR names are nine in ten of a cluster's
+names and rarely asked, so they are not rendered ahead of time: the first query for one
+renders it from the store into ``table`` like any other answer (``lazy`` remembers at most
+``LAZY_MAX`` of them, oldest out first), and a change to its service or address drops it.
 
 What queries read:
 
@@ -42,6 +50,7 @@ from pydns.zones import wire_lookup
 import logging
 import math
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 
 from pydns import metrics
@@ -50,7 +59,8 @@ from pydns.wire import NXDOMAIN, SERVFAIL, Answer
 from .objects import (CLUSTER_IP, EXTERNAL, HEADLESS, Service, Slice, canonical_ip, key_of, labels_of, meta_of,
                       read_pod, read_service, read_slice, trigger_time)
 from .packing import (TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_PTR, TYPE_SOA, TYPE_SRV, TYPE_TXT, Packer,
-                      address, build, label, name_wire, pointer, reverse_wire, soa_record, txt_rdata)
+                      address, build, ip_of_reverse, label, name_wire, pointer, reverse_wire, soa_record,
+                      txt_rdata)
 
 log = logging.getLogger("plugin/kubernetes")
 
@@ -59,6 +69,7 @@ VERSION_TTL = 28800
 KINDS = ("Namespace", "Service", "EndpointSlice", "Pod")
 SVC, POD = b"\x03svc", b"\x03pod"
 RECENT_MAX = 10000
+LAZY_MAX = 16384
 
 _latency = metrics.histogram(
     "coredns_kubernetes_dns_programming_duration_seconds",
@@ -91,7 +102,8 @@ class _Batch:
     def touch_service(self, skey: tuple[str, str]) -> None:
         """Call before changing anything the service's names depend on."""
         if skey not in self.services:
-            self.services[skey] = self.index._service_names(skey)
+            index = self.index
+            self.services[skey] = (index._service_names(skey), index._endpoint_prefixes(skey))
 
     def __bool__(self) -> bool:
         return bool(self.services or self.ips or self.pods or self.namespaces)
@@ -128,13 +140,15 @@ class Index:
         self.serial = int(time.time())
         # Answers worked out on the slow path (NXDOMAIN, NODATA, dynamic names), until the next change.
         self.recent: dict[tuple[bytes, int], Answer] = {}
+        # Endpoint and PTR answers rendered on their first query, kept in ``table`` (oldest first).
+        self.lazy: OrderedDict[tuple[bytes, int], None] = OrderedDict()
 
         # the store
         self.present_ns: set[str] = set()
         self.services: dict[tuple[str, str], Service] = {}
         self.services_in: dict[str, set[str]] = {}
         self.slices: dict[tuple[str, str], Slice] = {}
-        # Reverse lookups hold small tuples of keys (usually one): far lighter than a dict each.
+        # Reverse lookups hold one key, or a tuple of several (see _add): far lighter than a set each.
         self.slices_of: dict[tuple[str, str], tuple] = {}
         self.svc_by_ip: dict[str, tuple] = {}
         self.ep_by_ip: dict[str, tuple] = {}
@@ -167,18 +181,31 @@ class Index:
         self._guard(remove, batch, self._key(kind, obj), kind, obj)
         self._commit(batch)
 
-    def replace(self, kind: str, objects: list[dict]) -> None:
+    def upsert_all(self, kind: str, objects: list[dict], seen: set) -> None:
+        """Apply one page of a list; the keys of its objects are added to ``seen``."""
         handler = self._upserts.get(kind)
         if handler is None:
             return
         batch = _Batch(self)
-        seen = set()
         for obj in objects:
             seen.add(self._key(kind, obj))
             self._guard(handler, batch, obj, kind)
-        for key in [k for k in self._keys(kind) if k not in seen]:
-            self._guard(self._removals[kind], batch, key, kind)
         self._commit(batch)
+
+    def retain(self, kind: str, seen: set) -> None:
+        """Delete every object of ``kind`` whose key is not in ``seen`` (the end of a list)."""
+        remove = self._removals.get(kind)
+        if remove is None:
+            return
+        batch = _Batch(self)
+        for key in [k for k in self._keys(kind) if k not in seen]:
+            self._guard(remove, batch, key, kind)
+        self._commit(batch)
+
+    def replace(self, kind: str, objects: list[dict]) -> None:
+        seen: set = set()
+        self.upsert_all(kind, objects, seen)
+        self.retain(kind, seen)
 
     @staticmethod
     def _key(kind: str, obj: dict):
@@ -365,12 +392,14 @@ class Index:
     def _commit(self, batch: _Batch) -> None:
         if not batch:
             return
-        for skey, before in batch.services.items():
+        for skey, (before, endpoints_before) in batch.services.items():
             after = self._service_names(skey)
             if before or after:
                 self._apply_names(before, after)
+            self._forget_endpoints(endpoints_before)
+            self._forget_endpoints(self._endpoint_prefixes(skey))
         for ip in batch.ips:
-            self._render_ptr(ip)
+            self._forget_ptr(ip)
         for ns, ip in batch.pods:
             self._render_pod(ns, ip)
         for ns in batch.namespaces:
@@ -389,7 +418,7 @@ class Index:
                 self._render_soa(zone)
 
     def _service_names(self, skey: tuple[str, str]) -> dict[bytes, object]:
-        """Every name of a service (wire prefix before the zone) -> its data.
+        """The names of a service rendered ahead of time (wire prefix before the zone) -> data.
 
         The data is the CNAME target of an ExternalName service, else a tuple of
         (address, port, target prefix) in CoreDNS's order: the "services" its lookup finds.
@@ -400,8 +429,8 @@ class Index:
         base = svc.base
         if svc.kind == EXTERNAL:
             return {base: svc.target} if svc.target else {}
-        slices = [self.slices[k] for k in self.slices_of.get(skey, ())]
-        if self.ignore_empty and svc.kind == CLUSTER_IP and not any(sl.endpoints for sl in slices):
+        slices = [self.slices[k] for k in _held(self.slices_of, skey)]
+        if self.ignore_empty and svc.kind == CLUSTER_IP and not any(sl.ips for sl in slices):
             return {}
         names: dict[bytes, list] = {}
         if svc.kind == CLUSTER_IP:
@@ -411,12 +440,11 @@ class Index:
                     prefix = _port_prefix(pname, proto, base)
                     if prefix is not None:
                         names.setdefault(prefix, []).extend((ip, port, base) for ip in svc.ips)
-        for sl in slices:
-            for ip, host in sl.endpoints:
-                endpoint = host + base
-                entries = [(ip, port, endpoint) for _n, _p, port in sl.ports]
-                names.setdefault(endpoint, []).extend(entries)
-                if svc.kind == HEADLESS:
+        if svc.kind == HEADLESS:
+            for sl in slices:
+                for ip, host in sl.endpoints:
+                    endpoint = host + base
+                    entries = [(ip, port, endpoint) for _n, _p, port in sl.ports]
                     names.setdefault(base, []).extend(entries)
                     for (pname, proto, _port), entry in zip(sl.ports, entries):
                         prefix = _port_prefix(pname, proto, base)
@@ -503,19 +531,17 @@ class Index:
             return None
         return key if self.zone_of(key) is not None else None
 
-    def _render_ptr(self, ip: str) -> None:
-        key = self._reverse_key(ip)
-        if key is None:
-            return
+    def _ptr_answer(self, ip: str, key: bytes) -> Answer | None:
+        """The PTR answer of an address: its service's name, else its endpoints' names."""
         targets: list[bytes] = []
         zone = self.primary.wire
-        for skey in self.svc_by_ip.get(ip, ()):
+        for skey in _held(self.svc_by_ip, ip):
             base = self.services[skey].base
             if base is not None and self._configured(skey[0]):
                 targets = [base + zone]
                 break
         if not targets:
-            for slkey in self.ep_by_ip.get(ip, ()):
+            for slkey in _held(self.ep_by_ip, ip):
                 sl = self.slices[slkey]
                 if not self._configured(sl.ns):
                     continue
@@ -529,11 +555,74 @@ class Index:
                     if target not in targets:
                         targets.append(target)
         if not targets:
-            self.table.pop((key, TYPE_PTR), None)
-            return
+            return None
         packer = Packer(key)
-        self.table[(key, TYPE_PTR)] = build([packer.named(TYPE_PTR, self.ttl, t) for t in targets], ttl=self.ttl,
-                                            plugin=self.plugin)
+        return build([packer.named(TYPE_PTR, self.ttl, t) for t in targets], ttl=self.ttl, plugin=self.plugin)
+
+    # ---------------------------------------------------------------- names rendered on first query
+    def _keep(self, key: bytes, answers: dict[int, Answer]) -> None:
+        """Put a lazily rendered name's answers in ``table``, evicting the oldest such name when full."""
+        self._forget(key)
+        table = self.table
+        for rtype, answer in answers.items():
+            table[(key, rtype)] = answer
+        lazy = self.lazy
+        lazy[key] = tuple(answers)
+        if len(lazy) > LAZY_MAX:
+            old, types = lazy.popitem(last=False)
+            for rtype in types:
+                table.pop((old, rtype), None)
+
+    def _forget(self, key: bytes) -> None:
+        types = self.lazy.pop(key, None)
+        if types:
+            for rtype in types:
+                self.table.pop((key, rtype), None)
+
+    def _forget_endpoints(self, prefixes) -> None:
+        if self.lazy:
+            for prefix in prefixes:
+                for zone in self.forward:
+                    self._forget(prefix + zone.wire)
+
+    def _forget_ptr(self, ip: str) -> None:
+        if self.lazy:
+            key = self._reverse_key(ip)
+            if key is not None:
+                self._forget(key)
+
+    def _endpoint_prefixes(self, skey: tuple[str, str]) -> set[bytes]:
+        """The endpoint names of a service, as wire prefixes before the zone."""
+        svc = self.services.get(skey)
+        if svc is None or svc.base is None:
+            return set()
+        base = svc.base
+        return {host + base for k in _held(self.slices_of, skey) for _ip, host in self.slices[k].endpoints}
+
+    def _endpoint_entries(self, labels: list[bytes]):
+        """What ``host.svc.ns.svc`` holds: (address, port, name) for each port of each match."""
+        host, service, ns = labels[0], labels[1], labels[2]
+        svc = self.services.get((ns.decode("latin-1"), service.decode("latin-1")))
+        if svc is None or svc.kind == EXTERNAL or svc.base is None or not self.exposed(svc.ns):
+            return None
+        wanted = bytes((len(host),)) + host
+        endpoint = wanted + svc.base
+        out = []
+        for k in _held(self.slices_of, (svc.ns, svc.name)):
+            sl = self.slices[k]
+            for ip, name in sl.endpoints:
+                if name == wanted:
+                    out.extend((ip, port, endpoint) for _n, _p, port in sl.ports)
+        return tuple(out)
+
+    def _lazy_ptr(self, key: bytes) -> Answer | None:
+        ip = ip_of_reverse(key)
+        if ip is None:
+            return None
+        answer = self._ptr_answer(ip, key)
+        if answer is not None:
+            self._keep(key, {TYPE_PTR: answer})
+        return answer
 
     # ---------------------------------------------------------------- pods and namespaces
     @staticmethod
@@ -600,7 +689,7 @@ class Index:
         """
         found, out = False, []
         for local in self.local_ips:
-            for slkey in self.ep_by_ip.get(local, ()):
+            for slkey in _held(self.ep_by_ip, local):
                 found = True
                 sl = self.slices[slkey]
                 svc = self.services.get((sl.ns, sl.service))
@@ -666,18 +755,26 @@ class Index:
         return cached
 
     def dynamic(self, key: bytes, qtype: int, zone: Zone) -> Answer | None:
-        """The answer for a name that exists but cannot be listed ahead of time, else None.
+        """The answer for a name that is not rendered ahead of time, else None.
 
+        Endpoint names and PTR names, rendered into ``table`` on their first query;
         ``pods insecure`` names (``1-2-3-4.ns.pod.ZONE``), pod names with extra labels in
         front (CoreDNS ignores them), and ``_port._proto`` written without underscores or
         with ``_`` as a wildcard.
         """
         if zone.reverse:
-            return None
+            return self._lazy_ptr(key) if qtype == TYPE_PTR else None
         labels = _labels(key[: len(key) - len(zone.wire)])
         if len(labels) < 3:
             return None
         entries = None
+        if labels[-1] == b"svc" and len(labels) == 4:
+            entries = self._endpoint_entries(labels)
+            if not entries:
+                return None
+            answers = self._entry_answers(key, zone, entries)
+            self._keep(key, answers)
+            return answers.get(qtype) or self.negatives(zone, len(key))[0]
         if labels[-1] == b"pod":
             entries = self._pod_entries(labels)
         elif labels[-1] == b"svc" and len(labels) == 5:
@@ -725,8 +822,8 @@ class Index:
         if svc is None or svc.kind == EXTERNAL or svc.base is None or not self.exposed(svc.ns):
             return None
         port, proto = _strip(port_label), _strip(proto_label)
-        slices = [self.slices[k] for k in self.slices_of.get((svc.ns, svc.name), ())]
-        if self.ignore_empty and svc.kind == CLUSTER_IP and not any(sl.endpoints for sl in slices):
+        slices = [self.slices[k] for k in _held(self.slices_of, (svc.ns, svc.name))]
+        if self.ignore_empty and svc.kind == CLUSTER_IP and not any(sl.ips for sl in slices):
             return None
         base = svc.base
         if svc.kind == CLUSTER_IP:
@@ -741,18 +838,32 @@ class Index:
         return tuple(out)
 
 
-def _add(table: dict, key, item) -> None:
-    held = table.get(key, ())
-    if item not in held:
-        table[key] = held + (item,)
+# The reverse maps (address -> service or slice keys, service -> slice keys) nearly always
+# hold one key, which is itself a (namespace, name) tuple: it is stored bare, and only a
+# second key makes a tuple of keys.  A hundred thousand one-key tuples would be 5 MB.
 
 
-def _discard(table: dict, key, item) -> None:
+def _held(table: dict, key) -> tuple:
     held = table.get(key)
-    if held is not None and item in held:
+    if held is None:
+        return ()
+    return (held,) if held[0].__class__ is str else held
+
+
+def _add(table: dict, key, item: tuple[str, str]) -> None:
+    held = _held(table, key)
+    if item not in held:
+        table[key] = item if not held else held + (item,)
+
+
+def _discard(table: dict, key, item: tuple[str, str]) -> None:
+    held = _held(table, key)
+    if item in held:
         rest = tuple(x for x in held if x != item)
-        if rest:
+        if len(rest) > 1:
             table[key] = rest
+        elif rest:
+            table[key] = rest[0]
         else:
             del table[key]
 

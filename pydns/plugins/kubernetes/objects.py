@@ -113,16 +113,25 @@ def read_service(obj: dict) -> Service | None:
 
 
 class Slice:
-    """An EndpointSlice's ready addresses: ``endpoints`` is ((ip, endpoint name as a wire label), ...)."""
+    """An EndpointSlice's ready addresses, and each one's endpoint name as a wire label.
 
-    __slots__ = ("ns", "service", "ports", "endpoints")
+    Addresses and names are kept in two parallel tuples rather than a pair per endpoint: a
+    large cluster has a hundred thousand endpoints, and the pairs alone would be 5 MB.
+    """
 
-    def __init__(self, ns: str, service: str, ports: tuple, endpoints: tuple):
-        self.ns, self.service, self.ports, self.endpoints = ns, service, ports, endpoints
+    __slots__ = ("ns", "service", "ports", "ips", "names")
+
+    def __init__(self, ns: str, service: str, ports: tuple, ips: tuple, names: tuple):
+        self.ns, self.service, self.ports, self.ips, self.names = ns, service, ports, ips, names
+
+    @property
+    def endpoints(self):
+        """(address, name) of each endpoint."""
+        return zip(self.ips, self.names)
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, Slice) and self.ns == other.ns and self.service == other.service
-                and self.ports == other.ports and self.endpoints == other.endpoints)
+                and self.ports == other.ports and self.ips == other.ips and self.names == other.names)
 
     __hash__ = None
 
@@ -134,7 +143,7 @@ def read_slice(obj: dict, pod_names: bool) -> Slice | None:
     service = str((meta_of(obj).get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
     if not name or not service or obj.get("addressType") == "FQDN":
         return None
-    endpoints = []
+    ips, names = [], []
     for ep in obj.get("endpoints") or ():
         if not isinstance(ep, dict):
             continue
@@ -150,12 +159,14 @@ def read_slice(obj: dict, pod_names: bool) -> Slice | None:
         for raw in ep.get("addresses") or ():
             ip = canonical_ip(raw)
             if ip is not None:
+                # Endpoint names are nearly all distinct: not worth remembering as labels.
                 try:
-                    name = label(hostname or dashed(ip))
+                    name = label(hostname or dashed(ip), remember=False)
                 except ValueError:
-                    name = label(dashed(ip))
-                endpoints.append((ip, name))
-    return Slice(ns, service, _ports(obj.get("ports")), tuple(endpoints))
+                    name = label(dashed(ip), remember=False)
+                ips.append(ip)
+                names.append(name)
+    return Slice(ns, service, _ports(obj.get("ports")), tuple(ips), tuple(names))
 
 
 def trigger_time(obj: dict) -> str | None:

@@ -34,10 +34,11 @@ _LABELS: dict[str, bytes] = {}
 _LABELS_MAX = 65536
 
 
-def label(text: str) -> bytes:
+def label(text: str, remember: bool = True) -> bytes:
     """One wire label (lower-cased); ValueError if it cannot be one.
 
-    Cluster names repeat (namespaces, services, ports), so labels are remembered.
+    Cluster names repeat (namespaces, services, ports), so labels are remembered, unless
+    the caller knows the name is one of a kind.
     """
     wire = _LABELS.get(text)
     if wire is None:
@@ -45,6 +46,8 @@ def label(text: str) -> bytes:
         if not raw or len(raw) > 63 or b"." in raw:
             raise ValueError(f"not a DNS label: {text!r}")
         wire = bytes((len(raw),)) + raw
+        if not remember:
+            return wire
         if len(_LABELS) >= _LABELS_MAX:
             _LABELS.clear()
         _LABELS[text] = wire
@@ -70,6 +73,39 @@ def reverse_wire(ip: str) -> bytes:
         digits = socket.inet_pton(socket.AF_INET6, ip).hex()
         return b"".join(_NIBBLES[c] for c in reversed(digits)) + _IP6
     return b"".join(label(part) for part in reversed(ip.split("."))) + _IN_ADDR
+
+
+def ip_of_reverse(wire: bytes) -> str | None:
+    """The address whose PTR name is ``wire`` (canonical text), or None if it names none."""
+    if wire.endswith(_IN_ADDR):
+        labels, want = _split(wire[: -len(_IN_ADDR)]), 4
+    elif wire.endswith(_IP6):
+        labels, want = _split(wire[: -len(_IP6)]), 32
+    else:
+        return None
+    if labels is None or len(labels) != want:
+        return None
+    try:
+        if want == 4:
+            ip = socket.inet_ntop(socket.AF_INET, bytes(int(part) for part in reversed(labels)))
+        else:
+            ip = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(b"".join(reversed(labels)).decode("ascii")))
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+    # Only the canonical spelling names the address (no leading zeros, lower-case nibbles).
+    return ip if reverse_wire(ip) == wire else None
+
+
+def _split(wire: bytes) -> list[bytes] | None:
+    """The labels of a wire name without its root label; None if it is not one."""
+    labels, i = [], 0
+    while i < len(wire):
+        n = wire[i]
+        if n == 0 or n & 0xC0:
+            return None
+        labels.append(wire[i + 1 : i + 1 + n])
+        i += n + 1
+    return labels if i == len(wire) else None
 
 
 def pointer(offset: int) -> bytes:
