@@ -74,11 +74,21 @@ class RecordingIndex:
         meta = obj["metadata"]
         return (meta.get("namespace", ""), meta["name"])
 
-    def replace(self, kind, objects):
+    def upsert_all(self, kind, objects, seen):
         with self.lock:
             self.threads.add(threading.get_ident())
-            self.calls.append(("replace", kind, sorted(self.key(o)[1] for o in objects)))
-            self.state[kind] = {self.key(o): o for o in objects}
+            self.calls.append(("page", kind, sorted(self.key(o)[1] for o in objects)))
+            for o in objects:
+                seen.add(self.key(o))
+                self.state.setdefault(kind, {})[self.key(o)] = o
+
+    def retain(self, kind, seen):
+        """The end of a full list: what it did not hold is gone (recorded as a "replace")."""
+        with self.lock:
+            self.threads.add(threading.get_ident())
+            kept = {k: o for k, o in self.state.get(kind, {}).items() if k in seen}
+            self.calls.append(("replace", kind, sorted(name for _, name in kept)))
+            self.state[kind] = kept
 
     def upsert(self, kind, obj):
         with self.lock:
@@ -187,6 +197,9 @@ def test_initial_list_is_paginated_and_fills_each_kind_on_the_loop_thread(api, s
     assert [q.get("limit") for q in lists] == ["3", "3", "3"]
     assert [bool(q.get("continue")) for q in lists] == [False, True, True]
     assert index.count("replace", "Service") == 1 and index.count("upsert", "Service") == 0
+    # each page is applied as it arrives, not held until the list ends
+    assert [c[2] for c in index.calls if c[:2] == ("page", "Service")] == [
+        ["svc0", "svc1", "svc2"], ["svc3", "svc4", "svc5"], ["svc6"]]
     assert index.threads == {loop.thread_id}
     # the watch starts where the list left off
     server.wait_for_watches(3)
@@ -351,6 +364,15 @@ def test_requests_honour_qps_and_burst(api, source):
     # a token bucket allows the burst at once, then qps a second
     assert 3 <= len(times) <= burst + qps * span + 1, (len(times), span)
     assert not src.synced()
+
+
+def test_the_further_pages_of_a_list_take_no_tokens(api, source):
+    server = api(small_cluster(services=9))
+    # one token every 4 s: the three first requests (one list per kind) use up the burst
+    index = synced(source(server, qps=0.25, burst=3, page_size=2), timeout=3.0)
+    assert index.names("Service") == [f"svc{i}" for i in range(9)]
+    pages = [r.at for r in server.requests if r.verb == "list" and r.kind == "Service"]
+    assert len(pages) == 5 and pages[-1] - pages[0] < 2.0
 
 
 def test_too_many_requests_waits_as_told(api, source):

@@ -10,15 +10,16 @@ current context) wins; else ``endpoint`` (a URL, with ``tls`` = (cert, key, cace
 client certificate); else the in-cluster service account.  A configuration that cannot be
 loaded raises ``ApiConfigError`` from the constructor.
 
-Per kind, the way client-go's reflector works: a paginated list (``limit``/``continue``)
-replaces that kind's state in the index, then a watch from the list's resourceVersion (with
-bookmarks) applies each event as an upsert or delete.  A watch that ends or breaks resumes
+Per kind, the way client-go's reflector works: a paginated list (``limit``/``continue``),
+applied page by page, replaces that kind's state in the index, then a watch from the list's
+resourceVersion (with bookmarks) applies each event as an upsert or delete.  A watch that ends or breaks resumes
 from the last version seen; 410 Gone (an ERROR event, or an HTTP answer to a list or watch)
 means history was lost, so the kind is listed again and its state replaced.  Errors are
 retried with exponential backoff and jitter; the index is never cleared, so the last known
 records keep being served while the API is away.  A 403 is logged once per kind with the
-RBAC rule that is missing.  ``qps``/``burst`` shape every request through one token bucket
-(client-go's defaults, 5 and 10, when unset).
+RBAC rule that is missing.  ``qps``/``burst`` shape every list and watch through one token
+bucket (client-go's defaults, 5 and 10, when unset); the further pages of a list are not
+held back by it.
 
 The official ``kubernetes`` client is the transport only: responses are read raw
 (``_preload_content=False``) and parsed with ``json``; no model objects are built.  Its calls
@@ -113,18 +114,17 @@ class Backoff:
 class ApiSource:
     """Keeps ``index`` in step with the API server for ``kinds``.
 
-    Tuning: ``page_size`` items per list request (more than client-go's 500, so that a large
-    cluster's first sync is not held back by the default 5 qps: 10,000 services and their
-    slices are 11 pages, within the burst); retry delays from ``backoff_base`` doubling to
-    ``backoff_cap`` seconds (short first retries, client-go's 30 s cap); watches last
-    ``watch_timeout`` to twice that (server side); ``request_timeout`` is (connect, read)
-    seconds for lists.
+    Tuning: ``page_size`` items per list request (client-go's 500: a page's raw JSON is
+    parsed whole, and smaller pages leave less freed-but-scattered memory behind); retry
+    delays from ``backoff_base`` doubling to ``backoff_cap`` seconds (short first retries,
+    client-go's 30 s cap); watches last ``watch_timeout`` to twice that (server side);
+    ``request_timeout`` is (connect, read) seconds for lists.
     """
 
     def __init__(self, index, *, endpoint: str | None = None, tls: tuple[str, str, str] | None = None,
                  kubeconfig: tuple[str, str | None] | None = None, labels: str | None = None,
                  namespace_labels: str | None = None, kinds=DEFAULT_KINDS, qps: float | None = None,
-                 burst: int | None = None, page_size: int = 2000, backoff_base: float = 0.5,
+                 burst: int | None = None, page_size: int = 500, backoff_base: float = 0.5,
                  backoff_cap: float = 30.0, watch_timeout: float = 300.0,
                  request_timeout: tuple[float, float] = (5.0, 30.0)):
         unknown = [k for k in kinds if k not in KINDS]
@@ -170,21 +170,27 @@ class ApiSource:
             pass
 
     # ---------------------------------------------------------------- handing work to the loop
-    def post(self, fn: Callable, *args) -> None:
+    def post(self, fn: Callable, *args) -> threading.Event:
+        """Run ``fn(*args)`` on the loop; the event is set once it has run (or never will)."""
+        done = threading.Event()
         if self._stop.is_set():
-            return
+            done.set()
+            return done
         try:
-            self._loop.call_soon_threadsafe(self._apply, fn, args)
+            self._loop.call_soon_threadsafe(self._apply, fn, args, done)
         except RuntimeError:  # the loop is closed: the server is gone
             self._stop.set()
+            done.set()
+        return done
 
-    def _apply(self, fn: Callable, args: tuple) -> None:
-        if self._stop.is_set():
-            return
+    def _apply(self, fn: Callable, args: tuple, done: threading.Event) -> None:
         try:
-            fn(*args)
+            if not self._stop.is_set():
+                fn(*args)
         except Exception:
             log.exception("applying a change from the API failed")
+        finally:
+            done.set()
 
     def mark_synced(self, kind: str) -> None:
         self._synced.add(kind)
@@ -312,8 +318,15 @@ class _Reflector:
 
     # ---------------------------------------------------------------- list
     def list(self) -> str:
-        items: list[dict] = []
+        """List the kind page by page; each page is applied before the next is read.
+
+        A large cluster's raw objects are never all held at once (10,000 services and their
+        slices are hundreds of MB as dicts); the keys seen go to ``retain`` at the end,
+        which deletes what the list no longer holds.
+        """
+        seen: set = set()
         token = None
+        applied = None
         while True:
             page = self.request(limit=self.source.page_size, _continue=token,
                                 _request_timeout=self.source.request_timeout)
@@ -323,18 +336,27 @@ class _Reflector:
                 self.done(page, clean=False)
                 raise
             self.done(page)
-            items.extend(body.get("items") or ())
             meta = body.get("metadata") or {}
             token = meta.get("continue")
+            self.wait(applied)
+            applied = self.source.post(self.source.index.upsert_all, self.spec.kind, body.get("items") or [], seen)
+            del body
             if not token:
                 break
         version = str(meta.get("resourceVersion") or "")
-        self.source.post(self.replaced, items)
+        self.wait(applied)
+        self.source.post(self.listed, seen)
         self.recovered()
         return version
 
-    def replaced(self, items: list[dict]) -> None:
-        self.source.index.replace(self.spec.kind, items)
+    def wait(self, applied: threading.Event | None) -> None:
+        """Hold the next page until the loop has applied the last one (or we are stopping)."""
+        while applied is not None and not applied.wait(0.1):
+            if self.stop.is_set():
+                raise _Stopped()
+
+    def listed(self, seen: set) -> None:
+        self.source.index.retain(self.spec.kind, seen)
         self.source.mark_synced(self.spec.kind)
 
     # ---------------------------------------------------------------- watch
@@ -386,7 +408,10 @@ class _Reflector:
 
     # ---------------------------------------------------------------- requests
     def request(self, **kw):
-        if not self.source.limiter.acquire(self.stop):
+        # The pages of one list are one snapshot, paced by how fast we apply them; making them
+        # wait for tokens too would only stretch the list towards its continue token's expiry
+        # (a 410) and hold a large cluster's first sync back by seconds.
+        if not kw.get("_continue") and not self.source.limiter.acquire(self.stop):
             raise _Stopped()
         if self.selector:
             kw["label_selector"] = self.selector
