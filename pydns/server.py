@@ -50,6 +50,9 @@ class ServerConfig:
         self.instance = instance
         self.plugins: list[Plugin] = []
         self.handler: Plugin = EndOfChain(self)
+        # Every block of the same configuration, this one included (set by ``build``): the
+        # ready plugin asks them all, also while they are still starting.
+        self.siblings: list[ServerConfig] = [self]
 
     @property
     def label(self) -> str:
@@ -123,6 +126,8 @@ def build(blocks: list[ServerBlock], default_port: int, instance: "Instance") ->
             a.next = b
         config.handler = chain[0]
         configs.append(config)
+    for config in configs:
+        config.siblings = configs
     _check_duplicates(configs)
     return configs
 

@@ -174,3 +174,43 @@ def test_busy_port_fails_start_up_naming_the_line(tmp_path, plugin):
         with pytest.raises(CorefileError) as err:
             ServerThread("", path=str(conf)).start()
     assert str(err.value) == f"{conf}:3: plugin/{plugin}: listen tcp 127.0.0.1:{port}: bind: address already in use"
+
+
+def test_ready_is_not_ok_while_start_up_waits_for_the_kubernetes_sync(tmp_path):
+    """/ready opens before the kubernetes plugin has synced; it must not say OK meanwhile."""
+    import threading
+
+    from pydns.testing.fakeapi import FakeApiServer
+
+    api = FakeApiServer([{"kind": "Namespace", "metadata": {"name": "default"}}]).start()
+    api.forbid("EndpointSlice")  # the first sync cannot finish
+    ready = free_port()
+    text = (f".:0 {{\n bind 127.0.0.1\n ready 127.0.0.1:{ready}\n kubernetes cluster.local {{\n"
+            f"  kubeconfig {api.kubeconfig(str(tmp_path / 'kubeconfig'))}\n  startup_timeout 2s\n }}\n}}\n")
+    seen: list[tuple[int, str]] = []
+    polling = True
+
+    def poll():
+        while polling:
+            try:
+                seen.append(http_get(ready, "/ready"))
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    srv = ServerThread(text).start()  # returns once the start-up timeout has passed
+    try:
+        assert seen and all(status == 503 for status, _ in seen), seen[:5]
+        assert http_get(ready, "/ready") == (503, "kubernetes")
+        api.allow("EndpointSlice")
+        deadline = time.monotonic() + 10
+        while http_get(ready, "/ready") != (200, "OK"):
+            assert time.monotonic() < deadline, "never ready after the sync"
+            time.sleep(0.05)
+    finally:
+        polling = False
+        poller.join(2)
+        srv.stop()
+        api.stop()

@@ -58,7 +58,9 @@ class Ready(Plugin):
     def not_ready(self) -> list[str]:
         """Names of the plugins that are not ready yet, sorted, each once."""
         waiting: set[str] = set()
-        for plugin in self.server.instance.all_plugins():
+        # The plugins of this configuration, not the instance's running one: while it starts
+        # (the kubernetes plugin waiting for its first sync) the instance has none yet.
+        for plugin in (p for config in self.server.siblings for p in config.plugins):
             if not plugin.reports_ready or plugin in self.confirmed:
                 continue
             try:
