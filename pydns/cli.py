@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from pydns import __version__
+from pydns import __version__, eventloop
 from pydns.corefile import CorefileError
 from pydns.demo import DEMO_PORT, demo_corefile
 from pydns.plugin import load_plugins
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.validate:
         return validate(instance)
     try:
-        return asyncio.run(serve(instance))
+        return eventloop.run(serve(instance))
     except CorefileError as exc:
         print(f"pydns: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""UDP and TCP listeners on asyncio, and the per-query dispatch.
+"""UDP and TCP listeners, and the per-query dispatch.
 
 Each listener owns a socket and a ``Router`` (swapped atomically on reload).  The dispatch
 is the hot path: parse the query, pick the server block, run its chain, splice the answer.
@@ -12,8 +12,10 @@ import errno
 import logging
 import socket
 import struct
+import threading
 
 from pydns import stats
+from pydns.eventloop import wake_if_scheduled
 from pydns.plugin import DNSError
 from pydns.zones import wire_lookup
 from pydns.wire import (NOTIMP, REFUSED, SERVFAIL, Answer, MalformedQuery, Request, badvers, status)
@@ -77,34 +79,94 @@ async def settle(req: Request, result) -> Answer:
 
 
 class UDPListener:
-    """A UDP socket read straight from the event loop's selector.
+    """A UDP socket, answered by a thread of its own on pydns's event loop.
 
-    asyncio's datagram transport wakes the loop once per packet; here each wake-up drains
-    up to ``BATCH`` datagrams with plain ``recvfrom`` and answers each with ``sendto``,
-    which is most of the cost of a query on a busy server.
+    On a loop of ``pydns.eventloop`` a thread per socket sits in a blocking ``recvfrom`` and
+    answers each query under the loop's serving lock (see that module for why).  On any
+    other loop the socket is read from the loop's selector: each wake-up drains up to
+    ``BATCH`` datagrams with plain ``recvfrom`` and answers each with ``sendto``.  Answers
+    that are not ready at once are finished on the loop in both cases.
     """
 
     BATCH = 256
+    LOCK_WAIT = 0.05  # how often a thread waiting for the serving lock looks whether it is closed
 
     def __init__(self, router: Router, label: str, sock: socket.socket):
         self.router = router
         self.label = label
         self.sock = sock
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.closed = False
         self.dropped = 0  # replies the kernel would not take (socket buffer full)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        loop.add_reader(self.sock.fileno(), self._readable)
+        lock = getattr(loop, "serving_lock", None)
+        if lock is None:
+            loop.add_reader(self.sock.fileno(), self._readable)
+            return
+        self.sock.setblocking(True)  # sends stay non-blocking: see _send
+        host, port = self.sockname[:2]
+        name = f"udp dns://{f'[{host}]' if ':' in host else host}:{port}"
+        self.thread = threading.Thread(target=self._serve, args=(lock,), name=name, daemon=True)
+        self.thread.start()
 
     @property
     def sockname(self):
         return self.sock.getsockname()
 
     def close(self) -> None:
-        if self.loop is not None and self.sock.fileno() != -1:
-            self.loop.remove_reader(self.sock.fileno())
+        self.closed = True
+        if self.thread is None:
+            if self.loop is not None and self.sock.fileno() != -1:
+                self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            return
+        try:
+            # Wakes the thread's recvfrom (Linux does so for unconnected UDP sockets too, while
+            # saying ENOTCONN); the socket is closed once the thread is out of it.
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+        self.thread.join(self.LOCK_WAIT * 20)
         self.sock.close()
+
+    # ---------------------------------------------------------------- serving
+    def _serve(self, lock) -> None:
+        """The thread: wait for a query; holding the serving lock, answer it and whatever
+        else has arrived meanwhile (unless the loop wants the lock); again."""
+        loop = self.loop
+        asyncio._set_running_loop(loop)  # plugin code sees the loop it runs for
+        sock = self.sock
+        recv, answer, batch = sock.recvfrom, self._answer, self.BATCH
+        while not self.closed:
+            try:
+                data, addr = recv(65535)
+            except InterruptedError:
+                continue
+            except OSError:
+                if self.closed:
+                    return
+                continue
+            while not lock.acquire(self.LOCK_WAIT):
+                if self.closed:
+                    return
+            try:
+                if self.closed:
+                    return
+                answer(data, addr)
+                for _ in range(batch):
+                    if lock.loop_waiting:
+                        break
+                    try:
+                        data, addr = recv(65535, socket.MSG_DONTWAIT)
+                    except OSError:  # nothing more queued (or the socket is closing)
+                        break
+                    answer(data, addr)
+                wake_if_scheduled(loop)
+            finally:
+                lock.release()
 
     def _readable(self) -> None:
         recv = self.sock.recvfrom
@@ -115,24 +177,27 @@ class UDPListener:
                 return
             except OSError:
                 return
-            try:
-                req = Request(data, "udp", addr, self.label)
-            except MalformedQuery as bad:
-                if bad.reply is not None:
-                    self._send(bad.reply, addr)
-                continue
-            if req.badvers:
-                self._send(badvers(req), addr)
-                continue
-            result = dispatch(self.router, req)
-            if isinstance(result, Answer):
-                self._send(req.render(result), addr)
-            else:
-                asyncio.ensure_future(self._later(req, result, addr))
+            self._answer(data, addr)
+
+    def _answer(self, data: bytes, addr) -> None:
+        try:
+            req = Request(data, "udp", addr, self.label)
+        except MalformedQuery as bad:
+            if bad.reply is not None:
+                self._send(bad.reply, addr)
+            return
+        if req.badvers:
+            self._send(badvers(req), addr)
+            return
+        result = dispatch(self.router, req)
+        if isinstance(result, Answer):
+            self._send(req.render(result), addr)
+        else:
+            asyncio.ensure_future(self._later(req, result, addr))
 
     def _send(self, out: bytes, addr) -> None:
         try:
-            self.sock.sendto(out, addr)
+            self.sock.sendto(out, socket.MSG_DONTWAIT, addr)
         except (BlockingIOError, InterruptedError):
             self.dropped += 1  # like a lost packet: the client retries
         except OSError:
@@ -140,7 +205,7 @@ class UDPListener:
 
     async def _later(self, req: Request, result, addr) -> None:
         answer = await settle(req, result)
-        if self.sock.fileno() != -1:
+        if not self.closed:
             self._send(req.render(answer), addr)
 
 

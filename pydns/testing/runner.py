@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 
+from pydns import eventloop
 from pydns.server import Instance
 
 
@@ -43,7 +44,7 @@ class ServerThread:
         return self
 
     def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._main())
