@@ -5,8 +5,8 @@
 pydns serves the generated cluster (the same servers as throughput.py: pydns, pydns-kubeadm,
 pydns-cache), pinned to core 0, while dnsperf sends the chosen query kind from core 1.  With
 py-spy (``pip install py-spy``) the running process is sampled from outside, which does not
-slow it down; without it, the server runs under cProfile instead (deterministic, but the
-profiler's own cost inflates small functions).  The report lists the source lines and the
+slow it down; without it, the server runs under cProfile instead, in the main thread and in
+every UDP thread (deterministic, but the profiler's own cost inflates small functions).  The report lists the source lines and the
 functions with the most samples of their own (time in a C call such as ``sendto`` counts for
 the Python line that makes it) and the share of samples inside each main step.
 """
@@ -37,17 +37,20 @@ STEPS = {
     "dispatch": "route + plugin chain", "Router.route": "route + plugin chain",
     "Answer.render": "render (Answer.render)", "Request.render": "render (Answer.render)",
     "UDPListener._send": "send (sendto)",
+    "ServingLock.acquire": "serving lock", "ServingLock.release": "serving lock", "wake_if_scheduled": "serving lock",
     "EpollSelector.select": "event loop (epoll, handles)", "BaseEventLoop._run_once": "event loop (epoll, handles)",
 }
 # what the UDP listener's own lines do (C calls are charged to the line making them)
-READABLE_LINES = (("recv(", "receive (recvfrom)"), ("Request(", "parse (Request)"), ("dispatch(", "route + plugin chain"),
-                  ("render(", "render (Answer.render)"))
+LISTENER_LINES = (("recv(", "receive (recvfrom)"), ("Request(", "parse (Request)"),
+                  ("dispatch(", "route + plugin chain"), ("render(", "render (Answer.render)"),
+                  ("lock.", "serving lock"))
+LISTENER_FUNCS = ("UDPListener._serve", "UDPListener._answer", "UDPListener._readable")
 
 
 def _step(func: str, file: str, line: int) -> str | None:
-    if func == "UDPListener._readable":
+    if func in LISTENER_FUNCS:
         text = _source(file, line)
-        return next((step for key, step in READABLE_LINES if key in text), "UDP listener loop")
+        return next((step for key, step in LISTENER_LINES if key in text), "UDP listener loop")
     if func in STEPS:
         return STEPS[func]
     if "/plugins/" in file:
@@ -117,12 +120,39 @@ def analyse_raw(stacks, top: int) -> dict:
 def analyse_cprofile(path: str, top: int) -> dict:
     stats = pstats.Stats(path)
     rows = []
-    total = sum(v[2] for v in stats.stats.values()) or 1.0  # tottime of everything
+    # cProfile counts wall time: the loop's wait for events is idleness, not cost
+    idle = {k for k in stats.stats if "'poll' of 'select.epoll'" in k[2]}
+    total = sum(v[2] for k, v in stats.stats.items() if k not in idle) or 1.0  # tottime of everything
     for (file, line, func), (cc, nc, tt, ct, callers) in stats.stats.items():
+        if (file, line, func) in idle:
+            continue
         rows.append({"function": func, "file": os.path.relpath(file, ROOT) if file.startswith(ROOT) else file,
                      "line": line, "calls": nc, "share": tt / total, "inclusive": ct / total})
     rows.sort(key=lambda r: r["share"], reverse=True)
     return {"samples": None, "functions": rows[:top], "lines": [], "steps": {}}
+
+
+# pydns under cProfile: the main thread and every UDP thread (where queries are answered)
+# each get a profiler; their stats are added up when the server stops.
+CPROFILE_RUNNER = """
+import cProfile, pstats, sys
+from pydns import transport
+from pydns.cli import main
+profiles = [cProfile.Profile()]
+serve = transport.UDPListener._serve
+def profiled(self, lock):
+    profile = cProfile.Profile()
+    profiles.append(profile)
+    profile.runcall(serve, self, lock)
+transport.UDPListener._serve = profiled
+try:
+    profiles[0].runcall(main, sys.argv[1:])
+finally:
+    stats = pstats.Stats(profiles[0])
+    for profile in profiles[1:]:
+        stats.add(profile)
+    stats.dump_stats(PATH)
+"""
 
 
 def main(argv=None) -> int:
@@ -172,8 +202,7 @@ def main(argv=None) -> int:
         corefile = os.path.join(workdir, f"{args.server}.Corefile")
         port = srv.port
         srv.stop()
-        code = ("import cProfile, sys; from pydns.cli import main; "
-                f"cProfile.run('main(sys.argv[1:])', {prof_path!r})")
+        code = CPROFILE_RUNNER.replace("PATH", repr(prof_path))
         srv = Server(args.server, pinned([sys.executable, "-c", code, "-conf", corefile, "-quiet"], SERVER_CORE), port,
                      env=pydns_env(), cwd=ROOT, log_dir=workdir)
     result = {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "json"}, "tool": tool,
