@@ -358,6 +358,7 @@ class _Reflector:
     def listed(self, seen: set) -> None:
         self.source.index.retain(self.spec.kind, seen)
         self.source.mark_synced(self.spec.kind)
+        _trim_heap()
 
     # ---------------------------------------------------------------- watch
     def watch(self) -> None:
@@ -464,6 +465,27 @@ class _Reflector:
                       self.spec.plural, verb)
         else:
             log.warning("%s: %s failed: %s; retrying with backoff", self.spec.plural, verb, _describe(exc))
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system after a list (glibc only).
+
+    A list's pages are parsed into large buffers that C's allocator keeps once freed; a
+    cluster of 10,000 services leaves several MB of them behind.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 class _Stopped(Exception):

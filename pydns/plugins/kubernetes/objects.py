@@ -116,7 +116,9 @@ class Slice:
     """An EndpointSlice's ready addresses, and each one's endpoint name as a wire label.
 
     Addresses and names are kept in two parallel tuples rather than a pair per endpoint: a
-    large cluster has a hundred thousand endpoints, and the pairs alone would be 5 MB.
+    large cluster has a hundred thousand endpoints, and the pairs alone would be 5 MB.  A
+    name that is the dashed address (most endpoints have no hostname) is kept as None and
+    made again when asked for.
     """
 
     __slots__ = ("ns", "service", "ports", "ips", "names")
@@ -126,8 +128,9 @@ class Slice:
 
     @property
     def endpoints(self):
-        """(address, name) of each endpoint."""
-        return zip(self.ips, self.names)
+        """(address, name as a wire label) of each endpoint."""
+        for ip, name in zip(self.ips, self.names):
+            yield ip, name if name is not None else label(dashed(ip), remember=False)
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, Slice) and self.ns == other.ns and self.service == other.service
@@ -160,10 +163,12 @@ def read_slice(obj: dict, pod_names: bool) -> Slice | None:
             ip = canonical_ip(raw)
             if ip is not None:
                 # Endpoint names are nearly all distinct: not worth remembering as labels.
-                try:
-                    name = label(hostname or dashed(ip), remember=False)
-                except ValueError:
-                    name = label(dashed(ip), remember=False)
+                name = None
+                if hostname:
+                    try:
+                        name = label(hostname, remember=False)
+                    except ValueError:  # not a DNS label: the endpoint goes by its address
+                        pass
                 ips.append(ip)
                 names.append(name)
     return Slice(ns, service, _ports(obj.get("ports")), tuple(ips), tuple(names))
