@@ -78,7 +78,7 @@ def render(latest: dict) -> str:
             rows.append(row)
         out += table(["queries", *servers], rows)
         out += ["**Queries per second on one core** (answered per CPU-second of the server, unthrottled; "
-                "in brackets: measured QPS, which dnsperf's single core caps near 60-110k)", ""]
+                "in brackets: measured QPS, which dnsperf's single core can cap)", ""]
         rows = []
         for kind in [k for k in KIND_NAMES if k in med]:
             row = [KIND_NAMES[kind]]
