@@ -103,7 +103,8 @@ class UDPListener:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         lock = getattr(loop, "serving_lock", None)
-        if lock is None:
+        # A loop in debug mode (-X dev) refuses callbacks scheduled from another thread.
+        if lock is None or loop.get_debug():
             loop.add_reader(self.sock.fileno(), self._readable)
             return
         self.sock.setblocking(True)  # sends stay non-blocking: see _send

@@ -92,6 +92,26 @@ def test_a_plain_asyncio_loop_serves_udp_from_its_selector(tmp_path):
         loop.close()
 
 
+def test_udp_answers_that_finish_later_on_a_loop_in_debug_mode(serve, tmp_path, monkeypatch):
+    """asyncio's debug mode (``-X dev``) refuses work scheduled from another thread: UDP must
+    still be answered, the answers that finish on the loop included."""
+    import yaml
+
+    from tests.kube_cluster import external, namespace
+
+    monkeypatch.setenv("PYTHONASYNCIODEBUG", "1")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump_all([namespace("default"), service("web", "default", ips=("10.0.0.1",)),
+                                           external("ext", "web.default.svc.cluster.local", ns="default")]))
+    srv = serve(f".:0 {{\n bind 127.0.0.1\n kubernetes cluster.local {{\n  manifests {cluster}\n }}\n}}\n")
+    assert srv.loop.get_debug()
+    for _ in range(2):
+        # an ExternalName is followed by a coroutine, finished on the loop
+        msg = srv.query("ext.default.svc.cluster.local.", "A", timeout=2)
+        assert [r.to_text() for rrset in msg.answer for r in rrset] == ["web.default.svc.cluster.local.", "10.0.0.1"]
+        assert a_records(srv.query("web.default.svc.cluster.local.", "A", timeout=2)) == ["10.0.0.1"]
+
+
 FLOOD = """
 import socket, sys, time
 port, seconds = int(sys.argv[1]), float(sys.argv[2])
