@@ -130,8 +130,23 @@ class UDPListener:
             self.sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
-        self.thread.join(self.LOCK_WAIT * 20)
+        self.thread.join(self.LOCK_WAIT * 4)
+        if self.thread.is_alive():
+            self._knock()  # systems where shutdown does not wake it: a datagram does
+            self.thread.join(self.LOCK_WAIT * 20)
         self.sock.close()
+
+    def _knock(self) -> None:
+        """Send an empty datagram to our own socket."""
+        host, port = self.sockname[:2]
+        family = self.sock.family
+        if host in ("0.0.0.0", "::"):
+            host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as knock:
+                knock.sendto(b"", (host, port))
+        except OSError:
+            pass
 
     # ---------------------------------------------------------------- serving
     def _serve(self, lock) -> None:
@@ -166,6 +181,9 @@ class UDPListener:
                         break
                     answer(data, addr)
                 wake_if_scheduled(loop)
+            except Exception:  # a bug in answering one query must not end the listener
+                stats.panics += 1
+                log.exception("UDP listener %s: error while answering", self.label)
             finally:
                 lock.release()
 

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -185,3 +186,67 @@ def test_tcp_and_cluster_changes_are_served_during_a_udp_flood(tmp_path):
             flood.wait(10)
         server.terminate()
         server.wait(10)
+
+
+def test_a_start_up_that_fails_late_closes_its_listeners(tmp_path):
+    """A plugin failing once the sockets are open must not leave them (or their threads) behind."""
+    from pydns.plugin import REGISTRY, Plugin, register
+    from pydns.testing import ServerThread
+
+    class FailsWhenStarted(Plugin):
+        async def started(self):
+            raise RuntimeError("cannot announce")
+
+    previous = REGISTRY.get("erratic")
+    register("erratic")(FailsWhenStarted)
+    port = free_port()
+    path = tmp_path / "Corefile"
+    path.write_text(f".:{port} {{\n bind 127.0.0.1\n erratic\n whoami\n}}\n")
+    try:
+        with pytest.raises(RuntimeError, match="cannot announce"):
+            ServerThread("", path=str(path)).start()
+    finally:
+        if previous is None:
+            REGISTRY.pop("erratic", None)
+        else:
+            REGISTRY["erratic"] = previous
+    assert not [t for t in udp_threads() if t.name == f"udp dns://127.0.0.1:{port}"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+
+
+def test_a_listener_survives_an_error_outside_the_chain(serve, monkeypatch, caplog):
+    """Whatever goes wrong answering one datagram, the UDP thread keeps answering the next."""
+    from pydns import transport
+
+    srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
+    real = transport.dispatch
+    calls = {"n": 0}
+
+    def flaky(router, req):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom outside the chain")
+        return real(router, req)
+
+    monkeypatch.setattr(transport, "dispatch", flaky)
+    with pytest.raises(dns.exception.Timeout):
+        srv.query("first.example.", "A", timeout=0.5)
+    assert srv.query("second.example.", "A").rcode() == dns.rcode.NOERROR
+    assert "boom outside the chain" in caplog.text
+
+
+def test_where_shutdown_does_not_wake_the_thread_a_datagram_does(serve, monkeypatch):
+    """Not every system wakes a blocked recvfrom on shutdown(); closing must not hang or leak."""
+    before = set(udp_threads())
+    srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
+    port = srv.port
+    mine = [t for t in udp_threads() if t not in before]
+    monkeypatch.setattr(socket.socket, "shutdown", lambda self, how: None)
+    srv.stop()
+    assert mine and not mine[0].is_alive()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))
