@@ -204,9 +204,24 @@ class Instance:
             self.http.clear()
             raise
         self.configs = configs
-        await self._sweep_http()
-        await self._announce(configs)
+        try:
+            await self._sweep_http()
+            await self._announce(configs)
+        except BaseException:
+            await self._abandon(configs)
+            raise
         log.info("pydns serving %s", ", ".join(sorted({f"{c.label} ({', '.join(c.zones)})" for c in configs})))
+
+    async def _abandon(self, configs: list[ServerConfig]) -> None:
+        """Undo a start-up that failed once the listeners were open: close everything."""
+        for listeners in self.listeners.values():
+            listeners.close()
+        self.listeners.clear()
+        await self._stop_plugins(configs)
+        for listener in self.http.values():
+            await listener.close()
+        self.http.clear()
+        self.configs = []
 
     async def _start_plugins(self, configs: list[ServerConfig]) -> None:
         started: list[Plugin] = []
