@@ -14,7 +14,8 @@ the loop has it, so that watch events, TCP and timers are never starved by a flo
 
 ``new_event_loop()`` makes such a loop (``loop.serving_lock``); ``run(coro)`` is
 ``asyncio.run`` on one.  On any other loop (pydns embedded in someone else's asyncio
-program) listeners read UDP from the loop's selector instead, with the same answers.
+program), and on one in asyncio's debug mode (which refuses callbacks scheduled from other
+threads), listeners read UDP from the loop's selector instead, with the same answers.
 """
 
 from __future__ import annotations
