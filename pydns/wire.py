@@ -112,7 +112,7 @@ class Request:
                 _PARSED.clear()
             _PARSED[data[2:]] = parsed
         (self.flags, self.opcode, self.qend, self.qwire, self.key, self.qtype, self.qclass,
-         self.edns_size, self.do, self.badvers) = parsed
+         self.edns_size, self.do, self.badvers, self.question, self.echo) = parsed
 
     def _parse(self, data: bytes) -> tuple:
         if len(data) < 12:
@@ -142,7 +142,10 @@ class Request:
         edns_size, do, badvers = 0, False, False  # edns_size 0: the client sent no OPT record
         if ar or an or ns:
             edns_size, do, badvers = self._read_edns(data, qend + 4, an + ns, ar)
-        return (flags, (flags & OPCODE_MASK) >> 11, qend, qwire, qwire.lower(), qtype, qclass, edns_size, do, badvers)
+        # ``question`` (as sent, case kept) and ``echo`` (the flag bits a reply copies) are
+        # what every reply splices in: worked out once per distinct question.
+        return (flags, (flags & OPCODE_MASK) >> 11, qend, qwire, qwire.lower(), qtype, qclass, edns_size, do, badvers,
+                data[12 : qend + 4], flags & (RD | CD | OPCODE_MASK))
 
     @staticmethod
     def _read_edns(data: bytes, pos: int, skip: int, ar: int) -> tuple:
@@ -188,10 +191,6 @@ class Request:
     @property
     def id(self) -> int:
         return _H.unpack_from(self.data)[0]
-
-    @property
-    def question(self) -> bytes:
-        return self.data[12 : self.qend + 4]
 
     @property
     def udp_limit(self) -> int:
@@ -272,16 +271,15 @@ class Answer:
 
     # ---- per query: the byte splice
     def render(self, req: Request, limit: int = 65535) -> bytes:
-        data = req.data
-        flags = self.flags | (req.flags & (RD | CD | OPCODE_MASK))
+        flags = self.flags | req.echo
         if req.edns_size:
             okey = (req.edns_size, req.do)
             opt = _OPT_CACHE.get(okey)
             if opt is None:
                 opt = _OPT_CACHE.setdefault(okey, opt_record(req.edns_size, req.do))
-            out = b"".join((data[:2], _H.pack(flags), self._counts_opt, data[12 : req.qend + 4], self.body, opt))
+            out = b"".join((req.data[:2], _H.pack(flags), self._counts_opt, req.question, self.body, opt))
         else:
-            out = b"".join((data[:2], _H.pack(flags), self._counts, data[12 : req.qend + 4], self.body))
+            out = b"".join((req.data[:2], _H.pack(flags), self._counts, req.question, self.body))
         if len(out) > limit:
             return self.truncated(req, flags)
         return out
@@ -295,7 +293,7 @@ class Answer:
         """
         limit = req.udp_limit
         data = req.data
-        question = data[12 : req.qend + 4]
+        question = req.question
         opt = opt_record(req.edns_size, req.do) if req.edns_size else b""
         room = limit - 12 - len(question) - len(opt)
         kept = _fitting_prefix(self.body, self.an + self.ns + self.ar, room)
