@@ -25,8 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
-from common import (CLIENT_CORE, answers_correctly, can_pin, fmt, machine, percentile, pin_self, pinned,  # noqa: E402
-                    require_tools, scratch_dir, start_pydns, wait_until, write_json)
+from common import (CLIENT_CORE, answers_correctly, can_pin, finish, fmt, machine, percentile,  # noqa: E402
+                    pin_self, pinned, require_tools, scratch_dir, start_pydns, wait_until)
 from scale import Churner  # noqa: E402
 
 COREFILE = """\
@@ -192,9 +192,7 @@ def main(argv=None) -> int:
     line = (f"churn: {result['events']} EndpointSlice updates at {fmt(result['events_per_s'], 0)}/s{load_text}: "
             f"write-to-answer p50 {fmt(result['p50_ms'], 1)} ms, p99 {fmt(result['p99_ms'], 1)} ms, "
             f"max {fmt(result['max_ms'], 1)} ms over {len(seen)} samples ({result['lost_samples']} never seen)")
-    result["summary"] = line
-    write_json(args.json, result)
-    print(line)
+    finish(result, line, args.json)
     return 0
 
 

@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from pydns.testing import free_port  # noqa: F401 (part of what the scripts import from here)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 INSTALL_HINT = "install them with: apt-get install -y dnsperf dnsmasq-base"
@@ -91,21 +93,6 @@ def scratch_dir(path: str | None, prefix: str) -> str:
     folder = tempfile.mkdtemp(prefix=prefix)
     atexit.register(shutil.rmtree, folder, True)
     return folder
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 # ---------------------------------------------------------------- /proc
@@ -388,6 +375,13 @@ def fmt(value, digits: int = 1, unit: str = "") -> str:
     if abs(value) >= 1000 and not unit:
         return f"{value / 1000:.{digits}f}k"
     return f"{value:.{digits}f}{unit}"
+
+
+def finish(result: dict, line: str, json_path: str | None) -> None:
+    """A script's one summary line: kept in its result, written with it, and printed."""
+    result["summary"] = line
+    write_json(json_path, result)
+    print(line)
 
 
 def write_json(path: str | None, data: dict) -> None:

@@ -28,8 +28,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
 import throughput  # noqa: E402
-from common import (ROOT, Server, SERVER_CORE, answers_correctly, dnsperf, log, machine, pin_self, pinned,  # noqa: E402
-                    pydns_env, pydns_plugins, scratch_dir, wait_until, write_json)
+from common import (ROOT, SERVER_CORE, answers_correctly, dnsperf, finish, log, machine, pin_self,  # noqa: E402
+                    pinned, pydns_env, pydns_plugins, scratch_dir, Server, wait_until)
 
 # steps of a query, recognised by the innermost frame of a sample that belongs to one
 STEPS = {
@@ -242,9 +242,7 @@ def main(argv=None) -> int:
     line = (f"hotpath ({tool}, {args.server}, {kind}, {result['queries']} queries): "
             + (f"steps: {steps}; " if steps else "")
             + f"hottest: {hot.get('source') or hot['function']} ({hot['share']:.0%})")
-    result["summary"] = line
-    write_json(args.json, result)
-    print(line)
+    finish(result, line, args.json)
     return 0
 
 

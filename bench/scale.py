@@ -35,8 +35,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
-from common import (CpuMeter, answers_correctly, cpu_seconds, fmt, free_port, log, machine, memory_kb,  # noqa: E402
-                    pin_self, ratio, scratch_dir, start_pydns, wait_until, write_json)
+from common import (answers_correctly, cpu_seconds, CpuMeter, finish, fmt, free_port, log, machine,  # noqa: E402
+                    memory_kb, pin_self, ratio, scratch_dir, start_pydns, wait_until)
 
 COREFILE = """\
 .:PORT {
@@ -176,9 +176,7 @@ def main(argv=None) -> int:
             f"(peak {fmt(big.get('peak_rss_mb'), 0)} MB; CoreDNS rule {fmt(big.get('coredns_formula_mb'), 0)} MB); "
             f"EndpointSlice event {fmt(big.get('event_cpu_us'), 0)}us at {big['endpoints']} endpoints vs "
             f"{fmt(small.get('event_cpu_us'), 0)}us at {small['endpoints']} ({fmt(result['event_cost_ratio'], 2)}x)")
-    result["summary"] = line
-    write_json(args.json, result)
-    print(line)
+    finish(result, line, args.json)
     return 0
 
 

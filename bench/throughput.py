@@ -42,9 +42,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
-from common import (BENCH, CpuMeter, Server, SERVER_CORE, answers_correctly, dnsperf, fmt, free_port, log,  # noqa: E402
-                    machine, median, memory_kb, pin_self, pinned, pydns_plugins, ratio, require_tools,
-                    scratch_dir, start_pydns, stop_all, wait_until, write_json)
+from common import (BENCH, SERVER_CORE, answers_correctly, CpuMeter, dnsperf, finish, fmt, free_port,  # noqa: E402
+                    log, machine, median, memory_kb, pin_self, pinned, pydns_plugins, ratio, require_tools,
+                    scratch_dir, Server, start_pydns, stop_all, wait_until)
 
 IN_CLUSTER_KINDS = ("a", "headless", "srv", "aaaa", "nx", "mix")
 KIND_SERVERS = {
@@ -380,9 +380,7 @@ def main(argv=None) -> int:
     result["medians"] = summarize(result["runs"])
     result["ratios"] = ratios(result["medians"])
     line = summary_line(result)
-    result["summary"] = line
-    write_json(args.json, result)
-    print(line)
+    finish(result, line, args.json)
     return 0 if result["runs"] else 1
 
 

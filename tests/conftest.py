@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from pydns.testing import ServerThread
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
+from pydns.testing import ServerThread, free_port  # noqa: F401 (tests import it from here)
 
 
 @pytest.fixture

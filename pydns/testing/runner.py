@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import tempfile
 import threading
 
@@ -113,3 +114,18 @@ class ServerThread:
         host, real = self.address
         fn = dns.query.tcp if tcp else dns.query.udp
         return fn(q, host, port=port or real, timeout=timeout)
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now (for ports a Corefile names)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
