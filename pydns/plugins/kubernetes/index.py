@@ -60,7 +60,7 @@ from .objects import (CLUSTER_IP, EXTERNAL, HEADLESS, Service, Slice, canonical_
                       read_pod, read_service, read_slice, trigger_time)
 from .packing import (TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_PTR, TYPE_SOA, TYPE_SRV, TYPE_TXT, Packer,
                       address, build, ip_of_reverse, label, name_wire, pointer, reverse_wire, soa_record,
-                      txt_rdata)
+                      txt_rdata, wire_labels)
 
 log = logging.getLogger("plugin/kubernetes")
 
@@ -103,7 +103,9 @@ class _Batch:
         """Call before changing anything the service's names depend on."""
         if skey not in self.services:
             index = self.index
-            self.services[skey] = (index._service_names(skey), index._endpoint_prefixes(skey))
+            # Endpoint names only matter if some were rendered: no query runs within a batch.
+            endpoints = index._endpoint_prefixes(skey) if index.lazy else ()
+            self.services[skey] = (index._service_names(skey), endpoints)
 
     def __bool__(self) -> bool:
         return bool(self.services or self.ips or self.pods or self.namespaces)
@@ -140,8 +142,9 @@ class Index:
         self.serial = int(time.time())
         # Answers worked out on the slow path (NXDOMAIN, NODATA, dynamic names), until the next change.
         self.recent: dict[tuple[bytes, int], Answer] = {}
-        # Endpoint and PTR answers rendered on their first query, kept in ``table`` (oldest first).
-        self.lazy: OrderedDict[tuple[bytes, int], None] = OrderedDict()
+        # Endpoint and PTR names rendered on their first query (oldest first) -> the types
+        # their answers hold in ``table``.
+        self.lazy: OrderedDict[bytes, tuple[int, ...]] = OrderedDict()
 
         # the store
         self.present_ns: set[str] = set()
@@ -396,8 +399,9 @@ class Index:
             after = self._service_names(skey)
             if before or after:
                 self._apply_names(before, after)
-            self._forget_endpoints(endpoints_before)
-            self._forget_endpoints(self._endpoint_prefixes(skey))
+            if self.lazy:
+                self._forget_endpoints(endpoints_before)
+                self._forget_endpoints(self._endpoint_prefixes(skey))
         for ip in batch.ips:
             self._forget_ptr(ip)
         for ns, ip in batch.pods:
@@ -580,10 +584,9 @@ class Index:
                 self.table.pop((key, rtype), None)
 
     def _forget_endpoints(self, prefixes) -> None:
-        if self.lazy:
-            for prefix in prefixes:
-                for zone in self.forward:
-                    self._forget(prefix + zone.wire)
+        for prefix in prefixes:
+            for zone in self.forward:
+                self._forget(prefix + zone.wire)
 
     def _forget_ptr(self, ip: str) -> None:
         if self.lazy:
@@ -764,7 +767,7 @@ class Index:
         """
         if zone.reverse:
             return self._lazy_ptr(key) if qtype == TYPE_PTR else None
-        labels = _labels(key[: len(key) - len(zone.wire)])
+        labels = wire_labels(key[: len(key) - len(zone.wire)])
         if len(labels) < 3:
             return None
         entries = None
@@ -876,16 +879,6 @@ def _port_prefix(port: str, proto: str, base: bytes) -> bytes | None:
         return label("_" + port) + label("_" + proto) + base
     except ValueError:
         return None
-
-
-def _labels(wire: bytes) -> list[bytes]:
-    out = []
-    i = 0
-    while i < len(wire) and wire[i]:
-        n = wire[i]
-        out.append(wire[i + 1 : i + 1 + n])
-        i += n + 1
-    return out
 
 
 def _strip(raw: bytes) -> str:

@@ -78,12 +78,12 @@ def reverse_wire(ip: str) -> bytes:
 def ip_of_reverse(wire: bytes) -> str | None:
     """The address whose PTR name is ``wire`` (canonical text), or None if it names none."""
     if wire.endswith(_IN_ADDR):
-        labels, want = _split(wire[: -len(_IN_ADDR)]), 4
+        labels, want = wire_labels(wire[: -len(_IN_ADDR)]), 4
     elif wire.endswith(_IP6):
-        labels, want = _split(wire[: -len(_IP6)]), 32
+        labels, want = wire_labels(wire[: -len(_IP6)]), 32
     else:
         return None
-    if labels is None or len(labels) != want:
+    if len(labels) != want:
         return None
     try:
         if want == 4:
@@ -96,16 +96,15 @@ def ip_of_reverse(wire: bytes) -> str | None:
     return ip if reverse_wire(ip) == wire else None
 
 
-def _split(wire: bytes) -> list[bytes] | None:
-    """The labels of a wire name without its root label; None if it is not one."""
-    labels, i = [], 0
-    while i < len(wire):
+def wire_labels(wire: bytes) -> list[bytes]:
+    """The labels of the leading part of a wire name (up to a root label, if any)."""
+    out = []
+    i = 0
+    while i < len(wire) and wire[i]:
         n = wire[i]
-        if n == 0 or n & 0xC0:
-            return None
-        labels.append(wire[i + 1 : i + 1 + n])
+        out.append(wire[i + 1 : i + 1 + n])
         i += n + 1
-    return labels if i == len(wire) else None
+    return out
 
 
 def pointer(offset: int) -> bytes:
