@@ -199,29 +199,17 @@ class Instance:
                 await self._stop_plugins(configs)
                 raise
         except BaseException:
-            for listener in self.http.values():  # a plugin may already have bound one
-                await listener.close()
-            self.http.clear()
+            await self._close_http()  # a plugin may already have bound one
             raise
         self.configs = configs
         try:
             await self._sweep_http()
             await self._announce(configs)
-        except BaseException:
-            await self._abandon(configs)
+        except BaseException:  # the listeners are open: close everything again
+            await self._close(configs)
+            self.configs = []
             raise
         log.info("pydns serving %s", ", ".join(sorted({f"{c.label} ({', '.join(c.zones)})" for c in configs})))
-
-    async def _abandon(self, configs: list[ServerConfig]) -> None:
-        """Undo a start-up that failed once the listeners were open: close everything."""
-        for listeners in self.listeners.values():
-            listeners.close()
-        self.listeners.clear()
-        await self._stop_plugins(configs)
-        for listener in self.http.values():
-            await listener.close()
-        self.http.clear()
-        self.configs = []
 
     async def _start_plugins(self, configs: list[ServerConfig]) -> None:
         started: list[Plugin] = []
@@ -339,10 +327,17 @@ class Instance:
     async def stop(self) -> None:
         """Graceful stop: lameduck first (still answering), then close everything."""
         await asyncio.gather(*(_quietly(p.lameduck()) for p in self.all_plugins()))
+        await self._close(self.configs)
+
+    async def _close(self, configs: list[ServerConfig]) -> None:
+        """Close the listeners, stop ``configs``' plugins, close the HTTP listeners."""
         for listeners in self.listeners.values():
             listeners.close()
         self.listeners.clear()
-        await self._stop_plugins(self.configs)
+        await self._stop_plugins(configs)
+        await self._close_http()
+
+    async def _close_http(self) -> None:
         for listener in self.http.values():
             await listener.close()
         self.http.clear()
