@@ -41,6 +41,12 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + [""]
 
 
+def kind_rows(med: dict, servers: list[str], cell) -> list[list[str]]:
+    """A row per query kind measured: its name, then ``cell(figures)`` per server (blank if none)."""
+    return [[KIND_NAMES[kind], *(cell(med[kind][s]) if med[kind].get(s) else "" for s in servers)]
+            for kind in KIND_NAMES if kind in med]
+
+
 def machine_line(latest: dict) -> str:
     m = latest["machine"]
     return (f"Measured {m['date']} on {m['cpu']}, nproc {m['nproc']}, Linux {m.get('kernel', '?')}, "
@@ -69,25 +75,13 @@ def render(latest: dict) -> str:
         qps = tp["config"]["qps"]
         out += [f"**CPU per query** (µs, median of {tp['config']['rounds']} rounds; at {qps} qps offered, or half "
                 "the server's maximum where that is lower: dnslib; in brackets: unthrottled)", ""]
-        rows = []
-        for kind in [k for k in KIND_NAMES if k in med]:
-            row = [KIND_NAMES[kind]]
-            for s in servers:
-                v = med[kind].get(s)
-                row.append(f"{num(v['cpu_us'])} ({num(v['max_cpu_us'])})" if v else "")
-            rows.append(row)
-        out += table(["queries", *servers], rows)
+        cpu = lambda v: f"{num(v['cpu_us'])} ({num(v['max_cpu_us'])})"  # noqa: E731
+        out += table(["queries", *servers], kind_rows(med, servers, cpu))
         out += ["**Queries per second on one core** (answered per CPU-second of the server, unthrottled; "
                 "in brackets: measured QPS, which dnsperf's single core can cap)", ""]
-        rows = []
-        for kind in [k for k in KIND_NAMES if k in med]:
-            row = [KIND_NAMES[kind]]
-            for s in servers:
-                v = med[kind].get(s)
-                row.append(f"{num(v['qps_per_core'], 0)} ({num(v['max_qps'], 0)})" if v and v.get("max_qps")
-                           else (num(v["qps_per_core"], 0) if v else ""))
-            rows.append(row)
-        out += table(["queries", *servers], rows)
+        out += table(["queries", *servers], kind_rows(
+            med, servers, lambda v: f"{num(v['qps_per_core'], 0)} ({num(v['max_qps'], 0)})" if v.get("max_qps")
+            else num(v["qps_per_core"], 0)))
         mem = tp.get("memory_kb", {})
         if mem:
             out += ["RSS after the throughput runs (1,000 services): "

@@ -154,8 +154,7 @@ class UDPListener:
         else has arrived meanwhile (unless the loop wants the lock); again."""
         loop = self.loop
         asyncio._set_running_loop(loop)  # plugin code sees the loop it runs for
-        sock = self.sock
-        recv, answer, batch = sock.recvfrom, self._answer, self.BATCH
+        recv, answer, batch = self.sock.recvfrom, self._answer, self.BATCH
         while not self.closed:
             try:
                 data, addr = recv(65535)

@@ -12,14 +12,14 @@ loaded raises ``ApiConfigError`` from the constructor.
 
 Per kind, the way client-go's reflector works: a paginated list (``limit``/``continue``),
 applied page by page, replaces that kind's state in the index, then a watch from the list's
-resourceVersion (with bookmarks) applies each event as an upsert or delete.  A watch that ends or breaks resumes
-from the last version seen; 410 Gone (an ERROR event, or an HTTP answer to a list or watch)
-means history was lost, so the kind is listed again and its state replaced.  Errors are
-retried with exponential backoff and jitter; the index is never cleared, so the last known
-records keep being served while the API is away.  A 403 is logged once per kind with the
-RBAC rule that is missing.  ``qps``/``burst`` shape every list and watch through one token
-bucket (client-go's defaults, 5 and 10, when unset); the further pages of a list are not
-held back by it.
+resourceVersion (with bookmarks) applies each event as an upsert or delete.  A watch that
+ends or breaks resumes from the last version seen; 410 Gone (an ERROR event, or an HTTP
+answer to a list or watch) means history was lost, so the kind is listed again and its
+state replaced.  Errors are retried with exponential backoff and jitter; the index is never
+cleared, so the last known records keep being served while the API is away.  A 403 is
+logged once per kind with the RBAC rule that is missing.  ``qps``/``burst`` shape every
+list and watch through one token bucket (client-go's defaults, 5 and 10, when unset); the
+further pages of a list are not held back by it.
 
 The official ``kubernetes`` client is the transport only: responses are read raw
 (``_preload_content=False``) and parsed with ``json``; no model objects are built.  Its calls
