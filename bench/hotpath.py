@@ -136,15 +136,15 @@ def analyse_cprofile(path: str, top: int) -> dict:
 # each get a profiler; their stats are added up when the server stops.
 CPROFILE_RUNNER = """
 import cProfile, pstats, sys
-from pydns import transport
+from pydns import udp
 from pydns.cli import main
 profiles = [cProfile.Profile()]
-serve = transport.UDPListener._serve
+serve = udp.UDPListener._serve
 def profiled(self, lock):
     profile = cProfile.Profile()
     profiles.append(profile)
     profile.runcall(serve, self, lock)
-transport.UDPListener._serve = profiled
+udp.UDPListener._serve = profiled
 try:
     profiles[0].runcall(main, sys.argv[1:])
 finally:

@@ -19,7 +19,9 @@ from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
 from pydns.httpd import HttpListener, split_hostport
 from pydns.plugin import ORDER, EndOfChain, Plugin, load_plugins, resolve
-from pydns.transport import Router, TCPListener, UDPListener, make_sockets
+from pydns.tcp import TCPListener
+from pydns.transport import Router, make_sockets
+from pydns.udp import UDPListener
 from pydns.wire import Request
 from pydns.zones import Key, parse_key, to_wire
 

@@ -220,7 +220,7 @@ def test_a_start_up_that_fails_late_closes_its_listeners(tmp_path):
 
 def test_a_listener_survives_an_error_outside_the_chain(serve, monkeypatch, caplog):
     """Whatever goes wrong answering one datagram, the UDP thread keeps answering the next."""
-    from pydns import transport
+    from pydns import udp as transport
 
     srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
     real = transport.dispatch

@@ -253,9 +253,9 @@ def test_dig_gets_an_answer(serve):
 
 
 def test_idle_tcp_connections_are_closed(serve, monkeypatch):
-    import pydns.transport
+    import pydns.tcp
 
-    monkeypatch.setattr(pydns.transport, "TCP_IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(pydns.tcp, "TCP_IDLE_TIMEOUT", 0.5)
     srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
         started = time.monotonic()
@@ -264,9 +264,9 @@ def test_idle_tcp_connections_are_closed(serve, monkeypatch):
 
 
 def test_tcp_connection_cap(serve, monkeypatch):
-    import pydns.transport
+    import pydns.tcp
 
-    monkeypatch.setattr(pydns.transport, "TCP_MAX_CONNECTIONS", 3)
+    monkeypatch.setattr(pydns.tcp, "TCP_MAX_CONNECTIONS", 3)
     srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
     held = [socket.create_connection(("127.0.0.1", srv.port), timeout=3) for _ in range(3)]
     try:
