@@ -1,4 +1,5 @@
-"""A tiny HTTP/1.1 server on asyncio for health, ready and metrics endpoints.
+"""A tiny HTTP/1.1 server on asyncio for health, ready and metrics endpoints, and the
+helpers those plugins share (their ADDRESS argument, binding at start-up).
 
 Listeners are shared by address: several server blocks (and the old and new configuration
 during a reload) register paths on the same ``HttpListener``.  Handlers are plain functions
@@ -9,11 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Callable
+
+from pydns.corefile import Directive, Token
+from pydns.plugin import expect_args
 
 Handler = Callable[[str], "tuple[int, str, bytes]"]
 
 log = logging.getLogger("pydns")
+
+TEXT = "text/plain; charset=utf-8"
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
             503: "Service Unavailable", 400: "Bad Request"}
@@ -31,6 +38,41 @@ def split_hostport(addr: str, default_port: int) -> tuple[str, int]:
         host, p = addr.split(":")
         port = int(p)
     return host, port
+
+
+def http_address(d: Directive, plugin: str, default: str) -> tuple[str, Token]:
+    """The directive's optional ADDRESS argument, checked as Go's net.SplitHostPort would."""
+    args = expect_args(d, 0, 1)
+    if not args:
+        return default, d.name
+    tok = args[0]
+    addr = str(tok)
+    if addr.startswith("["):
+        end = addr.find("]")
+        if end < 0:
+            raise tok.error(f"plugin/{plugin}: address {addr}: missing ']' in address")
+        rest = addr[end + 1 :]
+        if not rest.startswith(":"):
+            raise tok.error(f"plugin/{plugin}: address {addr}: missing port in address")
+        port = rest[1:]
+    elif ":" not in addr:
+        raise tok.error(f"plugin/{plugin}: address {addr}: missing port in address")
+    elif addr.count(":") > 1:
+        raise tok.error(f"plugin/{plugin}: address {addr}: too many colons in address")
+    else:
+        port = addr.rpartition(":")[2]
+    if not port.isdigit() or int(port) > 65535:
+        raise tok.error(f"plugin/{plugin}: address {addr}: invalid port '{port}'")
+    return addr, tok
+
+
+async def open_http(listener: HttpListener, addr: str, where: Token, plugin: str) -> None:
+    """Bind the listener now, so a busy port fails start-up (or the reload) naming the line."""
+    try:
+        await listener.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise where.error(f"plugin/{plugin}: listen tcp {addr}: bind: {reason}") from None
 
 
 class HttpListener:

@@ -42,8 +42,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 import pydns
 from pydns import metrics, stats
 from pydns.corefile import Directive
+from pydns.httpd import http_address, open_http
 from pydns.plugin import DNSError, Plugin, register
-from pydns.plugins.health import http_address, open_http
 from pydns.wire import Answer, Request, status
 
 DEFAULT_ADDRESS = "localhost:9153"
