@@ -238,3 +238,81 @@ def test_setup_errors(tmp_path, args, message):
         ServerThread("", path=str(conf)).start()
     assert message in str(err.value)
     assert str(err.value).split(": ")[0] in (f"{conf}:2", f"{conf}:3")
+
+
+NO_SERVER_BLOCK = {
+    "empty": "",
+    "comments only": "# everything is commented out\n# .:53 {\n#  whoami\n# }\n",
+    "snippets only": "(common) {\n errors\n log\n}\n",
+}
+
+
+@pytest.mark.parametrize("text", NO_SERVER_BLOCK.values(), ids=NO_SERVER_BLOCK.keys())
+def test_corefile_with_no_server_block_is_a_failed_reload(serve, tmp_path, caplog, text):
+    conf = tmp_path / "Corefile"
+    good = ("keep.test:0 {\n bind 127.0.0.1\n reload 2s 1s\n health 127.0.0.1:0\n ready 127.0.0.1:0\n"
+            " prometheus 127.0.0.1:0\n whoami\n}\n")
+    conf.write_text(good)
+    srv = serve("", path=str(conf))
+    dns_port, http = srv.port, srv.instance.http[("127.0.0.1", 0)].bound_port
+    failed = failed_reloads(http)
+
+    def everything_answers() -> None:
+        assert rcode(dns_port, "x.keep.test") == dns.rcode.NOERROR
+        assert rcode(dns_port, "x.keep.test", tcp=True) == dns.rcode.NOERROR
+        assert http_get(http, "/health") == (200, "OK")
+        assert http_get(http, "/ready") == (200, "OK")
+
+    # The reload plugin notices the change, and the reload fails, once.
+    conf.write_text(text)
+    wait_for(lambda: failed_reloads(http) == failed + 1, 10, "the failed reload")
+    assert f"{conf}: no server block" in caplog.text
+    everything_answers()
+    # A reload asked for directly (as SIGUSR1 does) fails the same way.
+    assert srv.reload() is False
+    assert failed_reloads(http) == failed + 2
+    everything_answers()
+    time.sleep(3)  # the watcher does not try the same broken file again
+    assert failed_reloads(http) == failed + 2
+    assert srv.instance.generation == 0
+
+    # A good file again: the watcher (still the running configuration's) applies it.
+    conf.write_text(good.replace("keep.test", "back.test"))
+    wait_for(lambda: rcode(dns_port, "x.back.test") == dns.rcode.NOERROR, 10, "the good file")
+    assert rcode(dns_port, "x.keep.test") == dns.rcode.REFUSED
+    assert http_get(http, "/health") == (200, "OK")
+    assert failed_reloads(http) == failed + 2
+
+
+def test_sigusr1_with_an_empty_corefile_keeps_serving(tmp_path):
+    port, metrics_port = free_port(), free_port()
+    conf = tmp_path / "Corefile"
+    good = f"a.sig.test:{port} {{\n bind 127.0.0.1\n prometheus 127.0.0.1:{metrics_port}\n whoami\n}}\n"
+    conf.write_text(good)
+    proc = subprocess.Popen([sys.executable, "-m", "pydns", "-conf", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def answers(name: str) -> bool:
+            try:
+                return rcode(port, name) == dns.rcode.NOERROR
+            except (dns.exception.Timeout, OSError):
+                return False
+
+        wait_for(lambda: answers("x.a.sig.test"), 20, "pydns to start")
+        failed = failed_reloads(metrics_port)
+        conf.write_text("# nothing here\n")
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: failed_reloads(metrics_port) == failed + 1, 10, "the failed reload")
+        assert answers("x.a.sig.test")
+        conf.write_text(good.replace("a.sig.test", "b.sig.test"))
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: answers("x.b.sig.test"), 10, "the reload")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = proc.stderr.read()
+    assert f"reload failed, keeping the running configuration: {conf}: no server block" in log
+    assert "reload: configuration replaced" in log
