@@ -20,7 +20,6 @@ import time
 from typing import Callable, NamedTuple
 
 from pydns import stats
-
 from pydns.corefile import Directive, Token
 from pydns.plugin import expect_args
 

@@ -26,7 +26,7 @@ import time
 from pydns import metrics
 from pydns.corefile import CorefileError, Directive
 from pydns.httpd import TEXT, HttpListener, http_address, open_http, split_hostport
-from pydns.plugin import Plugin, expect_args, parse_duration, register
+from pydns.plugin import Plugin, parse_duration, register
 
 DEFAULT_ADDRESS = ":8080"
 PROBE_EVERY = 1.0
