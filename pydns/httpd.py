@@ -320,9 +320,10 @@ class _Connection(asyncio.BufferedProtocol):
                 self._write(status, ctype, body, False, request.method == "HEAD")
                 self._close()
                 return
-            # What is left (pipelined requests, the body) must arrive within its own deadline.
-            self.in_request = bool(self.filled or self.body_left)
-            self._arm(REQUEST_TIMEOUT if self.in_request else IDLE_TIMEOUT)
+            if not self.body_left:  # else the rest of the body is still under this request's deadline
+                # A pipelined request already under way gets its own deadline from here.
+                self.in_request = bool(self.filled)
+                self._arm(REQUEST_TIMEOUT if self.in_request else IDLE_TIMEOUT)
             self._write(status, ctype, body, True, request.method == "HEAD")
 
     def _take_request(self) -> _Request | None:

@@ -272,3 +272,26 @@ def test_client_that_does_not_read_its_replies_is_bounded(endpoints):
         assert sent < 400_000, "the server kept reading requests whose replies were not read"
         assert grown < RSS_SLACK, f"RSS grew by {grown >> 20} MiB"
         endpoints.all_answer()
+
+
+def test_a_body_that_trickles_is_cut_at_the_same_deadline(endpoints):
+    port = endpoints.ports["/health"]
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET /health HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+        reply = b""
+        while time.monotonic() - start < REQUEST_TIMEOUT + 5:
+            try:
+                sock.send(b"x")
+            except OSError:
+                break
+            if select.select([sock], [], [], 0.5)[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        took = time.monotonic() - start
+    # The head was whole at once and answered; the body never was, and is cut with the request.
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"HTTP/1.1 408 Request Timeout\r\n" in reply
+    assert took < REQUEST_TIMEOUT + 3
