@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import random
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
@@ -160,7 +160,7 @@ def build(blocks: list[ServerBlock], default_port: int, instance: "Instance",
     return configs
 
 
-def _check_duplicates(configs: list[ServerConfig], problem) -> None:
+def _check_duplicates(configs: list[ServerConfig], problem: Callable[[CorefileError], None]) -> None:
     seen: dict[tuple, Key] = {}
     for config in configs:
         binds = tuple(sorted(config.binds)) or ("",)
