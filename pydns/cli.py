@@ -59,11 +59,24 @@ def make_instance(conf: str | None, dns_port: int | None) -> Instance:
 
 
 def validate(instance: Instance) -> int:
+    """Parse and set up the Corefile without serving; print every error found, FILE:LINE: message."""
+
     async def run() -> int:
+        errors: list[CorefileError] = []
+        warnings: list[str] = []
+        configs = []
         try:
-            configs = build(instance.read(), instance.dns_port, instance)
-        except CorefileError as exc:
-            print(exc, file=sys.stderr)
+            blocks = instance.read(warnings=warnings, errors=errors)
+            configs = build(blocks, instance.dns_port, instance, errors)
+        except CorefileError as exc:  # the text itself does not parse: nothing after it can be checked
+            errors.append(exc)
+        for warning in warnings:
+            log.warning("%s", warning)
+        # By file (in the order they were first found wrong), then by line.
+        files = list(dict.fromkeys(err.file for err in errors))
+        for err in sorted(errors, key=lambda e: (files.index(e.file), e.line or 0)):
+            print(err, file=sys.stderr)
+        if errors:
             return 1
         where = instance.path or "built-in Corefile"
         print(f"{where}: OK ({len(configs)} server block{'s' if len(configs) != 1 else ''})")

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import random
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
@@ -95,46 +95,72 @@ def _qtype_name(qtype: int) -> str:
     return type_name(qtype)
 
 
-def build(blocks: list[ServerBlock], default_port: int, instance: "Instance") -> list[ServerConfig]:
-    """Set up every plugin of every block; raises CorefileError naming file and line."""
+def build(blocks: list[ServerBlock], default_port: int, instance: "Instance",
+          errors: list[CorefileError] | None = None) -> list[ServerConfig]:
+    """Set up every plugin of every block; raises CorefileError naming file and line.
+
+    With an ``errors`` list, every error is noted there instead and the faulty key,
+    directive or plugin left out, so that one pass finds them all (``-validate``).
+    """
+
+    def problem(err: CorefileError) -> None:
+        if errors is None:
+            raise err
+        errors.append(err)
+
     registry = load_plugins()
     configs: list[ServerConfig] = []
     for block in blocks:
         keys: list[Key] = []
         for tok in block.keys:
-            keys.extend(parse_key(tok, default_port))
+            try:
+                keys.extend(parse_key(tok, default_port))
+            except CorefileError as err:
+                problem(err)
+        # A block whose keys are all broken still has its directives checked, under a
+        # stand-in root key; it is then left out.
+        stand_in = not keys
+        if stand_in:
+            keys = [Key(".", default_port, block.keys[0])]
         config = ServerConfig(block, keys, instance)
         by_name: dict[str, list] = {}
         for d in block.directives:
             if d.name not in ORDER:
-                raise d.error(f"unknown directive '{d.name}'")
-            if d.name not in registry:
-                raise d.error(f"plugin '{d.name}' is not available in this build")
-            by_name.setdefault(str(d.name), []).append(d)
+                problem(d.error(f"unknown directive '{d.name}'"))
+            elif d.name not in registry:
+                problem(d.error(f"plugin '{d.name}' is not available in this build"))
+            else:
+                by_name.setdefault(str(d.name), []).append(d)
         for name in ORDER:
             directives = by_name.get(name)
             if not directives:
                 continue
             cls = registry[name]
             if len(directives) > 1 and not cls.multiple:
-                raise directives[1].error(f"plugin/{name}: this plugin can only be used once per Server Block")
+                problem(directives[1].error(f"plugin/{name}: this plugin can only be used once per Server Block"))
+                directives = directives[:1]
             plugin = cls(config)
-            for d in directives:
-                plugin.setup(d)
+            try:
+                for d in directives:
+                    plugin.setup(d)
+            except CorefileError as err:
+                problem(err)
+                continue
             config.plugins.append(plugin)
         # Plugins that never look at queries (health, ready, reload...) stay out of the chain.
         chain = [p for p in config.plugins if type(p).serve is not Plugin.serve] + [EndOfChain(config)]
         for a, b in zip(chain, chain[1:]):
             a.next = b
         config.handler = chain[0]
-        configs.append(config)
+        if not stand_in:
+            configs.append(config)
     for config in configs:
         config.siblings = configs
-    _check_duplicates(configs)
+    _check_duplicates(configs, problem)
     return configs
 
 
-def _check_duplicates(configs: list[ServerConfig]) -> None:
+def _check_duplicates(configs: list[ServerConfig], problem: Callable[[CorefileError], None]) -> None:
     seen: dict[tuple, Key] = {}
     for config in configs:
         binds = tuple(sorted(config.binds)) or ("",)
@@ -142,7 +168,8 @@ def _check_duplicates(configs: list[ServerConfig]) -> None:
             for bind in binds:
                 ident = (key.zone, key.port, bind)
                 if ident in seen and seen[ident].token is not key.token:
-                    raise key.token.error(f"cannot serve dns://{key.zone}:{key.port} - it is already defined")
+                    problem(key.token.error(f"cannot serve dns://{key.zone}:{key.port} - it is already defined"))
+                    break
                 seen[ident] = key
 
 
@@ -163,10 +190,19 @@ class Instance:
         self.fatal_error: str | None = None
 
     # ------------------------------------------------------------ configuration
-    def read(self) -> list[ServerBlock]:
+    def read(self, *, warnings: list[str] | None = None,
+             errors: list[CorefileError] | None = None) -> list[ServerBlock]:
         if self.path is not None:
-            return load(self.path)
-        return parse(self.text or "", "Corefile")
+            return load(self.path, warnings=warnings, errors=errors)
+        return parse(self.text or "", "Corefile", warnings=warnings, errors=errors)
+
+    def configure(self) -> list[ServerConfig]:
+        """Read and build the Corefile for a start or a reload; its warnings go to the log."""
+        warnings: list[str] = []
+        blocks = self.read(warnings=warnings)
+        for warning in warnings:
+            log.warning("%s", warning)
+        return build(blocks, self.dns_port, self)
 
     def http_listener(self, addr: str, default_port: int) -> HttpListener:
         host, port = split_hostport(addr, default_port)
@@ -192,7 +228,7 @@ class Instance:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        configs = build(self.read(), self.dns_port, self)
+        configs = self.configure()
         try:
             await self._start_plugins(configs)
             try:
@@ -293,7 +329,7 @@ class Instance:
         """Replace the configuration; on any error keep the running one and say why."""
         async with self.reload_lock:
             try:
-                configs = build(self.read(), self.dns_port, self)
+                configs = self.configure()
             except CorefileError as exc:
                 stats.reload_failed += 1
                 log.error("reload failed, keeping the running configuration: %s", exc)

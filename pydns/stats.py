@@ -2,6 +2,8 @@
 
 panics = 0
 reload_failed = 0
+# HTTP requests and connections refused or cut by a limit, by cause (pydns/httpd.py)
+http_rejected: dict[str, int] = {}
 
 # Called as hook(req, answer) for queries that match no server block's zone (answered
 # REFUSED before any chain runs), so that metrics can count them as CoreDNS does.

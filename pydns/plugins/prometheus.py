@@ -42,8 +42,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 import pydns
 from pydns import metrics, stats
 from pydns.corefile import Directive
+from pydns.httpd import http_address, open_http
 from pydns.plugin import DNSError, Plugin, register
-from pydns.plugins.health import http_address, open_http
 from pydns.wire import Answer, Request, status
 
 DEFAULT_ADDRESS = "localhost:9153"
@@ -258,6 +258,11 @@ class QueryCollector:
                                   value=stats.panics)
         yield CounterMetricFamily("coredns_reload_failed_total", "Counter of failed reload attempts.",
                                   value=stats.reload_failed)
+        family = CounterMetricFamily("pydns_http_rejected_total", "HTTP requests and connections of the health, "
+                                     "ready and metrics endpoints refused or cut by a limit, by cause.", labels=("cause",))
+        for cause, n in list(stats.http_rejected.items()):
+            family.add_metric((cause,), n)
+        yield family
         info = GaugeMetricFamily("coredns_build_info", "Constant 1, labeled by the version, revision and "
                                  "runtime version the server was built from.", labels=("version", "revision", "goversion"))
         info.add_metric((pydns.__version__, getattr(pydns, "__revision__", ""), f"python{platform.python_version()}"), 1)
