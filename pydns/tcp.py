@@ -59,7 +59,7 @@ _LEN = struct.Struct("!H")
 # Why a connection was closed or refused at a bound (the ``reason`` label), and what the
 # log says the first time.
 CLOSE_REASONS = {
-    "connection_cap": "TCP connection refused: {listener} already has the most connections allowed",
+    "connection_cap": "TCP connection refused: the listener already has the most connections allowed",
     "source_cap": "TCP connection refused: one client address already has the most connections allowed",
     "read_timeout": "TCP connection closed: a query did not arrive whole within the read timeout",
     "idle_timeout": "TCP connection closed: idle past the idle timeout",
@@ -70,12 +70,6 @@ CLOSE_REASONS = {
 }
 
 
-def _once(table: dict[str, int], cause: str, message: str) -> None:
-    """Count one event of ``cause``; the first of each cause is logged."""
-    seen = table.get(cause, 0)
-    table[cause] = seen + 1
-    if not seen:
-        log.warning("%s (counted from now on, not logged again)", message)
 
 
 def source_key(peer) -> str:
@@ -135,7 +129,7 @@ class TCPConnection(asyncio.BufferedProtocol):
         self._expect(self.read_timeout)  # the first query must arrive whole within the read timeout
 
     def _refuse(self, reason: str) -> None:
-        _once(stats.tcp_closed, reason, CLOSE_REASONS[reason].format(listener=self.listener.label))
+        self.listener.note(stats.tcp_closed, reason, CLOSE_REASONS[reason])
         self.transport.abort()
 
     def connection_lost(self, exc) -> None:
@@ -145,7 +139,7 @@ class TCPConnection(asyncio.BufferedProtocol):
             self.timer = None
         if exc is not None:
             cause = errno.errorcode.get(getattr(exc, "errno", None) or 0, type(exc).__name__)
-            _once(stats.tcp_send_errors, cause, f"TCP connection from {self.peer[0]} failed: {exc}")
+            self.listener.note(stats.tcp_send_errors, cause, f"TCP connection from {self.peer[0]} failed: {exc}")
         self._release()
 
     def _release(self) -> None:
@@ -162,10 +156,16 @@ class TCPConnection(asyncio.BufferedProtocol):
             stats.tcp_open -= 1
 
     def _close(self, reason: str) -> None:
-        _once(stats.tcp_closed, reason, CLOSE_REASONS[reason].format(listener=self.listener.label))
+        self.listener.note(stats.tcp_closed, reason, CLOSE_REASONS[reason])
         self.transport.abort()
 
     # ------------------------------------------------------------ deadlines
+    def _expect_next(self) -> None:
+        """Per message: the next one must be whole within the read timeout of its first byte;
+        between messages the idle timeout runs.  Replies waiting for the client come first."""
+        if not self.write_paused and not self.transport.is_closing():
+            self._expect(self.read_timeout if self.start < self.end else self.idle_timeout)
+
     def _expect(self, seconds: float) -> None:
         """The connection must make progress within ``seconds`` (one timer, moved lazily)."""
         self.deadline = when = self.loop.time() + seconds
@@ -185,7 +185,7 @@ class TCPConnection(asyncio.BufferedProtocol):
             self._close("write_timeout")
         elif self.inflight >= TCP_MAX_INFLIGHT or (self.finished and self.inflight):
             self._expect(self.read_timeout)  # waiting on our answers, not on the client
-        elif self.start < self.end:
+        elif self.start < self.end or self.served == 0:
             self._close("read_timeout")
         elif self.inflight:
             self._expect(self.idle_timeout)
@@ -214,11 +214,8 @@ class TCPConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         new_message = self.start == self.end
         self.end += nbytes
-        taken = self._take()
-        if taken or new_message:
-            # Per message: the next one must be whole within the read timeout of its first
-            # byte; between messages the idle timeout runs.
-            self._expect(self.read_timeout if self.start < self.end else self.idle_timeout)
+        if self._take() or new_message:
+            self._expect_next()
 
     def _take(self) -> int:
         """Answer the whole messages in the buffer while the flow allows; how many were taken."""
@@ -254,7 +251,7 @@ class TCPConnection(asyncio.BufferedProtocol):
             return
         if self.inflight == 0 and (self.finished or (self.eof and not self._whole_message())):
             if self.finished:
-                _once(stats.tcp_closed, "max_queries", CLOSE_REASONS["max_queries"])
+                self.listener.note(stats.tcp_closed, "max_queries", CLOSE_REASONS["max_queries"])
             self.transport.close()  # sends what is pending first
             self._expect(self.write_timeout)
             return
@@ -295,28 +292,30 @@ class TCPConnection(asyncio.BufferedProtocol):
             self._send(req.render(result))
         else:
             self.inflight += 1
-            asyncio.ensure_future(self._later(req, result))
+            tasks = self.listener.tasks  # a strong reference: the loop keeps only weak ones
+            task = asyncio.ensure_future(self._later(req, result))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _later(self, req: Request, result) -> None:
         try:
             answer = await settle(req, result)
-            self._send(req.render(answer))
         finally:
             self.inflight -= 1
-            if self.lost:
-                self._release()
-            elif not self.transport.is_closing():
-                self._resume()
+            self._release()  # a connection already gone gives back its slot with its last answer
+        self._send(req.render(answer))
+        if not self.transport.is_closing():
+            self._resume()
 
     def _resume(self) -> None:
         """An answer was sent or replies were read: take what is buffered, maybe read again."""
-        if self._take() and self.start == self.end:
-            self._expect(self.idle_timeout)
+        self._take()
+        self._expect_next()
 
     def _send(self, out: bytes) -> None:
         transport = self.transport
         if transport.is_closing():
-            _once(stats.tcp_send_errors, "closed", "TCP reply not sent: the connection was already closed")
+            self.listener.note(stats.tcp_send_errors, "closed", "TCP reply not sent: the connection was already closed")
             return
         transport.write(_LEN.pack(len(out)) + out)
         if transport.get_write_buffer_size() > TCP_MAX_PENDING_BYTES:
@@ -333,7 +332,7 @@ class TCPConnection(asyncio.BufferedProtocol):
         self.write_paused = False
         if self.transport.is_closing():
             return
-        self._expect(self.read_timeout if self.start < self.end else self.idle_timeout)
+        self._expect_next()
         self._resume()
 
 
@@ -347,9 +346,18 @@ class TCPListener:
         self.settings: dict[str, float] = {}
         self.open = 0
         self.by_source: dict[str, int] = {}
+        self.tasks: set[asyncio.Future] = set()  # answers still being worked out
+        self.logged: set[str] = set()  # the causes already logged
 
     def protocol(self) -> TCPConnection:
         return TCPConnection(self)
+
+    def note(self, table: dict[str, int], cause: str, message: str) -> None:
+        """Count one event of ``cause``; the listener logs the first of each cause."""
+        table[cause] = table.get(cause, 0) + 1
+        if cause not in self.logged:
+            self.logged.add(cause)
+            log.warning("%s (%s; counted from now on, not logged again)", message, self.label)
 
 
 def settings_of(configs) -> dict[str, float]:

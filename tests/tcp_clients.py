@@ -10,9 +10,9 @@ import time
 import dns.message
 
 
-def frame(name: str, rdtype: str = "A", qid: int | None = None) -> bytes:
-    """One query with its two-byte length prefix."""
-    q = dns.message.make_query(name, rdtype)
+def frame(name: str, rdtype: str = "A", qid: int | None = None, **kw) -> bytes:
+    """One query with its two-byte length prefix (``kw`` as dnspython's ``make_query``)."""
+    q = dns.message.make_query(name, rdtype, **kw)
     if qid is not None:
         q.id = qid
     wire = q.to_wire()
