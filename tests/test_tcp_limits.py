@@ -239,3 +239,19 @@ def test_replies_for_clients_gone_are_counted_and_logged_once(caplog):
             assert len([r for r in caplog.records if said in r.getMessage()]) == 1, said
     finally:
         up.stop()
+
+
+def test_the_tcp_metrics_are_exported_and_documented():
+    import os
+    import re
+
+    metrics_port = free_port()
+    with ServerThread(f".:0 {{\n bind 127.0.0.1\n prometheus 127.0.0.1:{metrics_port}\n whoami\n}}\n"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+    exported = {f.name + ("_total" if f.type == "counter" else "")
+                for f in text_string_to_metric_families(body) if f.name.startswith("pydns_tcp_")}
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "metrics.md"),
+              encoding="utf-8") as fh:
+        documented = set(re.findall(r"^\| `(pydns_tcp_[a-z_]+)` \|", fh.read(), re.M))
+    assert exported == documented == {"pydns_tcp_connections", "pydns_tcp_closed_total", "pydns_tcp_send_errors_total"}

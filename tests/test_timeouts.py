@@ -133,3 +133,11 @@ def test_maxtcpqueries_closes_after_that_many_replies():
         with connect(srv.port) as s:  # a new connection is served again
             s.sendall(frame("again.example.org"))
             assert len(read_replies(s, 1)) == 1
+
+
+def test_the_plugin_is_listed():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pydns", "-plugins"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "dns.timeouts" in out.stdout.split()
