@@ -70,8 +70,6 @@ CLOSE_REASONS = {
 }
 
 
-
-
 def source_key(peer) -> str:
     """The client address connections are counted by: IPv4 address, or IPv6 /64."""
     host = str(peer[0]).split("%")[0]
@@ -111,10 +109,10 @@ class TCPConnection(asyncio.BufferedProtocol):
         self.peer = transport.get_extra_info("peername")
         self.source = source_key(self.peer)
         if listener.open >= TCP_MAX_CONNECTIONS:
-            self._refuse("connection_cap")
+            self._close("connection_cap")
             return
         if listener.by_source.get(self.source, 0) >= TCP_MAX_PER_SOURCE:
-            self._refuse("source_cap")
+            self._close("source_cap")
             return
         listener.open += 1
         listener.by_source[self.source] = listener.by_source.get(self.source, 0) + 1
@@ -127,10 +125,6 @@ class TCPConnection(asyncio.BufferedProtocol):
         self.max_queries = settings.get("max_queries", TCP_MAX_QUERIES)
         transport.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER, low=TCP_WRITE_LOW_WATER)
         self._expect(self.read_timeout)  # the first query must arrive whole within the read timeout
-
-    def _refuse(self, reason: str) -> None:
-        self.listener.note(stats.tcp_closed, reason, CLOSE_REASONS[reason])
-        self.transport.abort()
 
     def connection_lost(self, exc) -> None:
         self.lost = True
@@ -156,6 +150,7 @@ class TCPConnection(asyncio.BufferedProtocol):
             stats.tcp_open -= 1
 
     def _close(self, reason: str) -> None:
+        """Close (or refuse) at a bound: at once, dropping unread replies."""
         self.listener.note(stats.tcp_closed, reason, CLOSE_REASONS[reason])
         self.transport.abort()
 
@@ -270,9 +265,7 @@ class TCPConnection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         # The client is done sending: answer what it sent, then close (see _flow).
         self.eof = True
-        if self.inflight or self._whole_message():
-            return True  # keep the transport open for the replies
-        return False
+        return bool(self.inflight or self._whole_message())  # True: stay open for the replies
 
     # ------------------------------------------------------------ answering
     def _query(self, msg: bytes) -> None:
@@ -330,10 +323,8 @@ class TCPConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.transport.is_closing():
-            return
-        self._expect_next()
-        self._resume()
+        if not self.transport.is_closing():
+            self._resume()
 
 
 class TCPListener:

@@ -255,3 +255,19 @@ def test_the_tcp_metrics_are_exported_and_documented():
               encoding="utf-8") as fh:
         documented = set(re.findall(r"^\| `(pydns_tcp_[a-z_]+)` \|", fh.read(), re.M))
     assert exported == documented == {"pydns_tcp_connections", "pydns_tcp_closed_total", "pydns_tcp_send_errors_total"}
+
+
+def test_a_client_that_half_closes_gets_every_reply():
+    up = Upstream(mode="slow", delay=0.3)
+    up.set("later.example.org.", "A", ["192.0.2.9"])
+    up.start()
+    try:
+        with ServerThread(f".:0 {{\n bind 127.0.0.1\n forward . 127.0.0.1:{up.port}\n}}\n") as srv:
+            with connect(srv.port) as s:
+                s.sendall(b"".join(frame("later.example.org", qid=i) for i in range(40)))
+                s.shutdown(socket.SHUT_WR)  # answers still on their way, some not even asked yet
+                replies = read_replies(s, 41, timeout=10.0)
+                assert sorted(r.id for r in replies) == list(range(40))
+                assert wait_hung_up(s, 2.0) is not None
+    finally:
+        up.stop()
