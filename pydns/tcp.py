@@ -311,7 +311,8 @@ class TCPConnection(asyncio.BufferedProtocol):
             self.listener.note(stats.tcp_send_errors, "closed", "TCP reply not sent: the connection was already closed")
             return
         transport.write(_LEN.pack(len(out)) + out)
-        if transport.get_write_buffer_size() > TCP_MAX_PENDING_BYTES:
+        # Only a paused connection (past the high-water mark) can be past the hard limit.
+        if self.write_paused and transport.get_write_buffer_size() > TCP_MAX_PENDING_BYTES:
             self._close("pending_limit")
 
     def pause_writing(self) -> None:

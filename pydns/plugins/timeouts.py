@@ -24,7 +24,8 @@ At least one option must be given.  Each DURATION is a Go duration (``30s``, ``1
 
 The values apply to DNS over TCP on the block's addresses; UDP has no timeouts.  Server
 blocks that share an address and port share one listener: where several set a value, the
-last block in the Corefile wins, as in CoreDNS.  The other TCP bounds (connections per
+last block in the Corefile wins, as in CoreDNS.  After a reload, new connections get the
+new values.  The other TCP bounds (connections per
 listener and per client address, answers in flight and unread replies per connection) are
 listed in docs/limits.md.
 """
