@@ -19,7 +19,7 @@ from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
 from pydns.httpd import HttpListener, split_hostport
 from pydns.plugin import ORDER, EndOfChain, Plugin, load_plugins, resolve
-from pydns.tcp import TCPListener
+from pydns.tcp import TCPListener, settings_of
 from pydns.transport import Router, make_sockets
 from pydns.udp import UDPListener
 from pydns.wire import Request
@@ -49,6 +49,7 @@ class ServerConfig:
         self.zones: list[str] = list(dict.fromkeys(k.zone for k in keys))
         self.ports: list[int] = sorted({k.port for k in keys})
         self.binds: list[str] = []  # filled by the bind plugin; empty means every address
+        self.tcp_settings: dict[str, float] = {}  # filled by the timeouts plugin (pydns.tcp)
         self.instance = instance
         self.plugins: list[Plugin] = []
         self.handler: Plugin = EndOfChain(self)
@@ -313,6 +314,7 @@ class Instance:
         for addr, listeners in self.listeners.items():
             if addr in wanted:
                 listeners.udp.router = listeners.tcp.router = Router(wanted[addr])
+                listeners.tcp.settings = settings_of(dict.fromkeys(c for c, _ in wanted[addr].values()))
         self.routers = {port: Router(table) for (host, port), table in wanted.items()}
         for addr in [a for a in self.listeners if a not in wanted]:
             self.listeners.pop(addr).close()

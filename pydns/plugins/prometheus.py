@@ -258,11 +258,19 @@ class QueryCollector:
                                   value=stats.panics)
         yield CounterMetricFamily("coredns_reload_failed_total", "Counter of failed reload attempts.",
                                   value=stats.reload_failed)
-        family = CounterMetricFamily("pydns_http_rejected_total", "HTTP requests and connections of the health, "
-                                     "ready and metrics endpoints refused or cut by a limit, by cause.", labels=("cause",))
-        for cause, n in list(stats.http_rejected.items()):
-            family.add_metric((cause,), n)
-        yield family
+        yield GaugeMetricFamily("pydns_tcp_connections", "Open DNS over TCP connections.", value=stats.tcp_open)
+        for name, doc, label, table in (
+            ("pydns_http_rejected_total", "HTTP requests and connections of the health, ready and metrics "
+             "endpoints refused or cut by a limit, by cause.", "cause", stats.http_rejected),
+            ("pydns_tcp_closed_total", "DNS over TCP connections closed or refused at a bound, by reason.",
+             "reason", stats.tcp_closed),
+            ("pydns_tcp_send_errors_total", "DNS over TCP replies not sent and connections failed, by cause.",
+             "cause", stats.tcp_send_errors),
+        ):
+            family = CounterMetricFamily(name, doc, labels=(label,))
+            for value, n in list(table.items()):
+                family.add_metric((value,), n)
+            yield family
         info = GaugeMetricFamily("coredns_build_info", "Constant 1, labeled by the version, revision and "
                                  "runtime version the server was built from.", labels=("version", "revision", "goversion"))
         info.add_metric((pydns.__version__, getattr(pydns, "__revision__", ""), f"python{platform.python_version()}"), 1)
