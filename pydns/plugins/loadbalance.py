@@ -40,6 +40,7 @@ import random
 from pydns.corefile import CorefileError, Directive, Token
 from pydns.plugin import Plugin, parse_duration, register, unknown_option
 from pydns import records
+from pydns.parser import WireError
 from pydns.records import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_MX, TYPE_SRV
 from pydns.wire import NOERROR, Answer, Request
 from pydns.zones import to_wire
@@ -252,9 +253,7 @@ class LoadBalance(Plugin):
                 out += piece.rest
                 out += addr
                 out += mx
-        clone = answer.with_body(b"".join(out))
-        clone.chunks = None
-        return clone
+        return answer.with_body(b"".join(out))
 
     def _every_order(self, answer: Answer, pieces: list) -> list[Answer]:
         """All shuffles of a small answer, each made once (picking one is then the only work)."""
@@ -290,7 +289,7 @@ class LoadBalance(Plugin):
                 # Spell out names that lead into records that may move, then read again.
                 msg = records.message(records.expand(msg, recs, base), question)
                 recs = records.walk(msg, base, counts)
-        except (records.BadMessage, IndexError):
+        except WireError:
             return _Plan(answer, fixed=answer)
         pieces = self._pieces(msg, recs, base)
         if not any(p.__class__ is _Section and self._random(p) for p in pieces):

@@ -9,6 +9,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from pydns.corefile import Directive, Token
+from pydns.parser import label_offsets
 from pydns.plugin import expect_args, parse_duration
 from pydns.plugins.forward.policy import POLICIES, Random
 from pydns.plugins.forward.proxy import Proxy
@@ -75,10 +76,7 @@ def in_zone(key: bytes, zone: bytes) -> bool:
     cut = len(key) - len(zone)
     if cut < 0 or not key.endswith(zone):
         return False
-    i = 0
-    while i < cut:  # the suffix must start on a label boundary
-        i += key[i] + 1
-    return i == cut
+    return cut == 0 or cut in label_offsets(key)  # the suffix must start on a label boundary
 
 
 # ---------------------------------------------------------------- the directive
