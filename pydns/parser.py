@@ -10,8 +10,9 @@ Names are read as RFC 1035 and miekg/dns have them:
 - a label is 1 to 63 octets; the length-byte types 0x40 and 0x80 are reserved and refused;
 - a name is at most 255 octets in wire form (length bytes and the root label included);
 - a compression pointer leads strictly backwards: before where the name began, and each
-  further pointer before the previous one's target.  Forward pointers and loops are
-  therefore impossible, and a name costs at most one pass over the message.
+  further pointer before the previous one's target; the labels it leads to must end before
+  the part that pointed to them began (as dnspython checks).  Forward pointers, loops and
+  overlaps are therefore impossible, and a name costs at most one pass over the message.
 
 The helpers at the end walk names already known to be well formed (a ``Request.key``, a
 name this server packed): label boundaries only, no checks, for the hot path.
@@ -118,8 +119,9 @@ class Parser:
                 if resume < 0:
                     resume = pos + 2
                 targets.append(target)
+                # What the pointer leads to must end before the part that led there began.
+                limit = bound
                 bound = pos = target
-                limit = len(wire)  # earlier names may lie outside a restricted range
             else:
                 raise WireError(f"reserved label type 0x{kind:02x}")
         self.current = pos + 1 if resume < 0 else resume

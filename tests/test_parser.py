@@ -40,6 +40,7 @@ def test_names_with_backward_pointers_are_read_whole():
     (b"\x03www\xc0\x04", 0, "pointer into its own name"),
     (b"\xc0\x00", 0, "pointer to itself"),
     (b"\x01a\xc0\x04\xc0\x00", 4, "two pointers leading to each other"),
+    (b"\x05a\x01b\xc0\x00\x00", 2, "a pointer to a label that overlaps the name pointing to it"),
     (b"\x41" + b"a" * 65 + b"\x00", 0, "label type 0x40 (a length over 63)"),
     (b"\x81a\x00", 0, "label type 0x80"),
     (b"\x03www", 0, "a name without its root label"),
