@@ -23,10 +23,7 @@ from __future__ import annotations
 import struct
 
 MAX_NAME = 255  # octets in wire form (RFC 1035 2.3.4)
-MAX_LABEL = 63
 
-_H = struct.Struct("!H")
-_I = struct.Struct("!I")
 RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 
 
@@ -58,21 +55,8 @@ class Parser:
         self.current = start + n
         return start
 
-    def get_bytes(self, n: int) -> bytes:
-        start = self._take(n)
-        return self.wire[start : start + n]
-
     def skip(self, n: int) -> None:
         self._take(n)
-
-    def get_uint8(self) -> int:
-        return self.wire[self._take(1)]
-
-    def get_uint16(self) -> int:
-        return _H.unpack_from(self.wire, self._take(2))[0]
-
-    def get_uint32(self) -> int:
-        return _I.unpack_from(self.wire, self._take(4))[0]
 
     def get_struct(self, st: struct.Struct) -> tuple:
         return st.unpack_from(self.wire, self._take(st.size))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from typing import Iterable, NamedTuple
 
 from pydns import stats
@@ -350,10 +349,6 @@ async def _quietly(awaitable) -> None:
         await awaitable
     except Exception:
         log.exception("error while stopping a plugin")
-
-
-def jitter(seconds: float, spread: float) -> float:
-    return seconds + random.uniform(0, spread) if spread > 0 else seconds
 
 
 def corefile_path(arg: str | None) -> str | None:
