@@ -15,6 +15,7 @@ import struct
 from pydns.parser import RR_FIXED as _FIXED, Parser, WireError
 
 _H = struct.Struct("!H")
+_AT_QUESTION = b"\xc0\x0c"  # a pointer to the question's name, which starts at offset 12
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX = 1, 2, 5, 6, 12, 15
 TYPE_AAAA, TYPE_SRV, TYPE_OPT, TYPE_RRSIG = 28, 33, 41, 46
@@ -85,6 +86,8 @@ def names_of(msg: bytes, rec: Record) -> list[int]:
 
 def pointer_targets(msg: bytes, rec: Record) -> list[int]:
     """Every offset that a compression pointer in this record leads to (chains followed)."""
+    if rec.rtype not in NAME_FIELDS and msg[rec.start : rec.start + 2] == _AT_QUESTION:
+        return [12]  # the common record: owned by the question's name, no names inside
     targets: list[int] = []
     for pos in names_of(msg, rec):
         targets.extend(read_name(msg, pos)[2])

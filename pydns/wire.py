@@ -207,6 +207,9 @@ def _formerr_header(data: bytes) -> bytes:
     return _HEADER.pack(qid, QR | (flags & (OPCODE_MASK | RD)) | FORMERR, 0, 0, 0, 0)
 
 
+OPT_SIZE = 11  # the OPT record a reply carries: root owner, fixed fields, no options
+
+
 def opt_record(size: int, do: bool, ext_rcode: int = 0) -> bytes:
     return b"\x00" + _OPT_FIXED.pack(TYPE_OPT, size, ext_rcode, 0, 0x8000 if do else 0, 0)
 
@@ -288,13 +291,21 @@ class Answer:
         return b"".join((req.data[:2], _H.pack(flags | TC), _HH.pack(1, an), _HH.pack(ns, ar + (1 if opt else 0)),
                          req.question, self.body[:end], opt))
 
-    def with_body(self, body: bytes) -> "Answer":
-        """The same answer with its records rearranged (loadbalance, cache)."""
+    def with_body(self, body: bytes, counts: tuple | list | None = None, truncated: bool = False) -> "Answer":
+        """The same answer with its records rearranged (loadbalance, cache), or cut short:
+        ``counts`` (answer, authority, additional) for the records ``body`` holds then, and
+        ``truncated`` to set TC."""
         clone = Answer.__new__(Answer)
-        for slot in Answer.__slots__:
-            setattr(clone, slot, getattr(self, slot))
+        clone.flags, clone.rcode, clone.an, clone.ns, clone.ar = self.flags, self.rcode, self.an, self.ns, self.ar
+        clone.ttl, clone.error, clone.plugin = self.ttl, self.error, self.plugin
+        clone._counts, clone._counts_opt = self._counts, self._counts_opt
         clone.body = body
         clone._cuts = None
+        if counts is not None:
+            clone.an, clone.ns, clone.ar = counts
+            clone._counts, clone._counts_opt = _section_counts(*counts)
+        if truncated:
+            clone.flags |= TC
         return clone
 
     # ---- constructors (slow path)

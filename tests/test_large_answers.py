@@ -122,3 +122,19 @@ def test_edns_65535_over_udp_is_answered_whole_or_truncated_never_dropped(server
     assert msg.flags & dns.flags.TC and msg.edns == 0
     assert len(cut) <= 65_507 and len(cut) + 16 > 65_507  # the largest IPv4 UDP payload, OPT included
     assert len(set(a_records(msg))) == len(a_records(msg))
+
+
+def test_truncated_answers_still_come_from_a_full_shuffle(server):
+    """loadbalance draws only the addresses that can fit, but from all of them, at random;
+    ready draws are reused a while and renewed as queries come, so over a few hundred
+    queries the answers spread over the whole service."""
+    answers, seen = set(), set()
+    for _ in range(400):
+        msg = dns.message.from_wire(ask(server, "big", use_edns=False))
+        kept = a_records(msg)
+        # header 12, question 34, 29 records of 16 bytes: 510 bytes
+        assert msg.flags & dns.flags.TC and len(set(kept)) == len(kept) == 29
+        answers.add(tuple(kept))
+        seen.update(kept)
+    assert len(answers) > 40  # 16 ready draws, one renewed every 8 queries or so
+    assert len(seen) > 1000 and max(map(ipaddress.ip_address, seen)) > ipaddress.ip_address("10.1.10.0")

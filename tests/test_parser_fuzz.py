@@ -9,8 +9,8 @@ pointers and rewrites section counts.  For every input:
 - an accepted query round-trips: its name is what dnspython reads there, its escaped text
   form reads back to the same name, and a reply rendered for it parses with dnspython and
   carries the same ID and question;
-- ``Parser.get_name`` at any offset agrees with dnspython's name reader (same name, or both
-  refuse it: dnspython too wants pointers strictly backwards, no overlap, and names of 255
+- ``Parser.get_name`` (and ``skip_name``) at any offset agrees with dnspython's name
+  reader (same name, or both refuse it: dnspython too wants pointers strictly backwards, no overlap, and names of 255
   octets at most).
 
 CI runs a short, fixed number of iterations.  The longer run::
@@ -94,6 +94,7 @@ def check_query(data: bytes) -> bool:
 
 
 def check_names(data: bytes, offsets) -> None:
+    shared = Parser(data)  # one parser for every offset: what skip_name remembers must hold for all
     for pos in offsets:
         try:
             theirs = dns.wire.Parser(data, pos).get_name(decompress=True).to_wire()
@@ -101,13 +102,20 @@ def check_names(data: bytes, offsets) -> None:
             continue  # dnspython stops at 16 pointers; pydns needs no such limit (each leads further back)
         except (dns.exception.FormError, dns.name.NameTooLong, dns.name.BadLabelType, dns.name.BadPointer):
             theirs = None
+        reader = Parser(data, pos)
         try:
-            ours = Parser(data, pos).get_name()
+            ours = reader.get_name()
         except WireError:
             ours = None
-        assert (ours is None) == (theirs is None), (data.hex(), pos, ours, theirs)
+        shared.current = pos
+        try:
+            shared.skip_name()
+            skipped = True
+        except WireError:
+            skipped = False
+        assert (ours is None) == (theirs is None) == (not skipped), (data.hex(), pos, ours, theirs)
         if ours is not None:
-            assert ours.lower() == theirs.lower(), (data.hex(), pos)
+            assert ours.lower() == theirs.lower() and reader.current == shared.current, (data.hex(), pos)
 
 
 def run(iterations: int, seed: int) -> tuple[int, int]:
@@ -122,7 +130,7 @@ def run(iterations: int, seed: int) -> tuple[int, int]:
                 accepted += 1
             else:
                 refused += 1
-            check_names(data, (rng.randrange(len(data) + 1) for _ in range(2)))
+            check_names(data, [rng.randrange(len(data) + 1) for _ in range(4)])
         except Exception:
             print(f"iteration {i}, seed {seed}: input {data.hex()}", file=sys.stderr)
             raise
