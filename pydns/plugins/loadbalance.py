@@ -24,7 +24,10 @@ An address missing from the file weighs 1; weights are 1 to 255.
 
 Records are moved as byte ranges of the ready answer, never re-packed.  Names that point
 (DNS compression) into a record that may move are spelled out once per answer, so that
-moving records never breaks a name.
+moving records never breaks a name.  An answer too big for the client (thousands of
+addresses) is shuffled only as far as the reply can hold: as many addresses as fit are
+drawn at random from all of them, with TC set, from a few ready draws that are renewed as
+queries come.
 """
 
 from __future__ import annotations
