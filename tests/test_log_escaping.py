@@ -16,15 +16,13 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
-import pytest
-
-from pydns.plugin import REGISTRY, Plugin, register
 from tests.conftest import free_port
 from tests.test_cli import wait_for_dns
+from tests.test_wire import crash_plugin  # noqa: F401 (a fixture)
 
-FORGED = b"x\n[ERROR] plugin/kubernetes: FORGED"
+FORGED = b"crash\n[ERROR] plugin/kubernetes: FORGED"  # "crash...": tests.test_wire's crashing plugin
 HOSTILE = dns.name.Name([FORGED, b"\x1b[31mred", b"a.b", b"example", b"org", b""])
-ESCAPED = "x\\010[ERROR]\\ plugin/kubernetes:\\ FORGED.\\027[31mred.a\\.b.example.org."
+ESCAPED = "crash\\010[ERROR]\\ plugin/kubernetes:\\ FORGED.\\027[31mred.a\\.b.example.org."
 
 
 def test_log_and_errors_lines_cannot_be_forged(tmp_path):
@@ -50,28 +48,12 @@ def test_log_and_errors_lines_cannot_be_forged(tmp_path):
     log_line = [line for line in lines if "FORGED" in line and '"A IN ' in line]
     assert len(log_line) == 1 and f'"A IN {ESCAPED} udp ' in log_line[0], err
     error_line = [line for line in lines if "FORGED" in line and "[ERROR] plugin/errors" in line]
-    assert len(error_line) == 1 and " 2 x\\010[ERROR]\\ plugin/kubernetes:\\ FORGED.\\027[31mred.a\\.b.org. A: " \
+    assert len(error_line) == 1 and " 2 crash\\010[ERROR]\\ plugin/kubernetes:\\ FORGED.\\027[31mred.a\\.b.org. A: " \
         in error_line[0], err
 
 
-class _Crash(Plugin):
-    def serve(self, req):
-        raise RuntimeError("boom")
-
-
-@pytest.fixture
-def crash_plugin():
-    previous = REGISTRY.get("erratic")
-    register("erratic")(_Crash)
-    yield
-    if previous is None:
-        REGISTRY.pop("erratic", None)
-    else:
-        REGISTRY["erratic"] = previous
-
-
 def test_a_panic_report_shows_the_name_escaped(serve, crash_plugin, caplog):
-    srv = serve(".:0 {\n bind 127.0.0.1\n erratic\n}\n")
+    srv = serve(".:0 {\n bind 127.0.0.1\n erratic\n whoami\n}\n")
     host, port = srv.address
     r = dns.query.udp(dns.message.make_query(HOSTILE, "A"), host, port=port, timeout=3)
     assert r.rcode() == dns.rcode.SERVFAIL

@@ -15,6 +15,7 @@ import dns.rcode
 import pytest
 
 from pydns.parser import Parser, WireError, presentation
+from tests.test_wire import udp_raw
 
 HEADER = struct.Struct("!HHHHHH")
 
@@ -94,16 +95,6 @@ def opt(owner: bytes = b"\x00", size: int = 1232, rdata: bytes = b"") -> bytes:
     return owner + struct.pack("!HHIH", 41, size, 0, len(rdata)) + rdata
 
 
-def ask(port: int, payload: bytes, timeout: float = 2.0) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(payload, ("127.0.0.1", port))
-        try:
-            return s.recv(65535)
-        except socket.timeout:
-            return None
-
-
 def rcode_of(reply: bytes) -> int:
     return HEADER.unpack_from(reply)[1] & 0xF
 
@@ -129,7 +120,7 @@ BAD_QUERIES = {
 @pytest.mark.parametrize("case", list(BAD_QUERIES))
 def test_hostile_queries_get_formerr_and_the_server_goes_on(serve, case):
     srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
-    reply = ask(srv.port, BAD_QUERIES[case])
+    reply = udp_raw(srv.port, BAD_QUERIES[case])
     assert reply is not None, "miekg/dns answers FORMERR here; so does pydns"
     assert HEADER.unpack_from(reply)[0] == 0x4242 and rcode_of(reply) == dns.rcode.FORMERR
     assert HEADER.unpack_from(reply)[2:] == (0, 0, 0, 0)
@@ -139,7 +130,7 @@ def test_hostile_queries_get_formerr_and_the_server_goes_on(serve, case):
 def test_a_well_formed_opt_with_options_is_accepted_and_echoed(serve):
     srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
     cookie = struct.pack("!HH", 10, 8) + b"\x01" * 8
-    reply = dns.message.from_wire(ask(srv.port, query(NAME, 1, opt(rdata=cookie + struct.pack("!HH", 12, 0)))))
+    reply = dns.message.from_wire(udp_raw(srv.port, query(NAME, 1, opt(rdata=cookie + struct.pack("!HH", 12, 0)))))
     assert reply.rcode() == dns.rcode.NOERROR and reply.edns == 0 and reply.payload == 1232
 
 
@@ -147,7 +138,7 @@ def test_bytes_after_the_last_record_are_ignored_as_miekg_dns_does(serve):
     srv = serve(".:0 {\n bind 127.0.0.1\n whoami\n}\n")
     for tail in (b"\x00", b"junk" * 100):
         for records, ar in ((b"", 0), (opt(), 1)):
-            reply = dns.message.from_wire(ask(srv.port, query(NAME, ar, records) + tail))
+            reply = dns.message.from_wire(udp_raw(srv.port, query(NAME, ar, records) + tail))
             assert reply.rcode() == dns.rcode.NOERROR and reply.id == 0x4242
             assert reply.question[0].name.to_text() == "www.example.org."
             assert (reply.edns == 0) == bool(ar)
