@@ -183,8 +183,7 @@ def _read_records(p: Parser, skip: int, ar: int) -> tuple[int, bool, bool]:
     """
     edns_size, do, badvers = 0, False, False  # edns_size 0: the client sent no OPT record
     for index in range(skip + ar):
-        owner_at = p.current
-        _start, rtype, rclass, ttl, rdlen = p.get_record()
+        owner_at, rtype, rclass, ttl, rdlen = p.get_record()
         rdata = p.restricted(rdlen)
         if index < skip or rtype != TYPE_OPT:
             continue
