@@ -219,10 +219,11 @@ def presentation(name: bytes) -> str:
 
 
 _SPECIAL = frozenset(b".'@;()\" \\")
+_PLAIN = bytes(b for b in range(0x21, 0x7F) if b not in _SPECIAL)  # shown as they are
 
 
 def _escape(label: bytes) -> str:
-    if label.isalnum() or (label.isascii() and not any(b in _SPECIAL or b < 0x21 or b > 0x7E for b in label)):
+    if not label.translate(None, _PLAIN):  # the usual label: nothing to escape
         return label.decode("ascii")
     out = []
     for b in label:

@@ -59,3 +59,15 @@ def test_a_panic_report_shows_the_name_escaped(serve, crash_plugin, caplog):
     assert r.rcode() == dns.rcode.SERVFAIL
     panics = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("panic while serving")]
     assert panics == [f"panic while serving {ESCAPED} 1: RuntimeError('boom')"]
+
+
+def test_log_zones_match_labels_not_text(serve, caplog):
+    """``log example.org`` must not log ``evil\\.example.org.``: one label "evil.example"
+    under "org", whose escaped text merely ends in ".example.org."."""
+    srv = serve(".:0 {\n bind 127.0.0.1\n log example.org\n whoami\n}\n")
+    host, port = srv.address
+    caplog.set_level("INFO", logger="querylog")
+    for name in (dns.name.Name([b"evil.example", b"org", b""]), dns.name.from_text("www.example.org")):
+        assert dns.query.udp(dns.message.make_query(name, "A"), host, port=port, timeout=3).rcode() == 0
+    logged = [rec.getMessage() for rec in caplog.records if rec.name == "querylog"]
+    assert len(logged) == 1 and '"A IN www.example.org. udp ' in logged[0]
