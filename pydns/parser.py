@@ -115,13 +115,15 @@ class Parser:
     def get_name(self) -> bytes:
         """The name at the cursor in uncompressed wire form, its case kept."""
         start = self.current
-        labels, targets = self.get_labels()
-        if not targets:
+        if not self.skip_name():  # written out in place: the bytes are the name
             return self.wire[start : self.current]
+        self.current = start
+        labels, _ = self.get_labels()
         return b"".join([bytes((len(label),)) + label for _, label in labels]) + b"\x00"
 
-    def skip_name(self) -> None:
-        """Move past the name at the cursor, checked as ``get_labels`` checks it.
+    def skip_name(self) -> bool:
+        """Move past the name at the cursor, checked as ``get_labels`` checks it; whether it
+        ends in a compression pointer.
 
         Records mostly name their owner with a pointer to the same few names: what a pointer
         target holds (where its first part ends, its length) is worked out once per parser,
@@ -137,7 +139,7 @@ class Parser:
             n = wire[pos]
             if n == 0:
                 self.current = pos + 1
-                return
+                return False
             if n < 0x40:
                 size += n + 1
                 if size > MAX_NAME:
@@ -165,7 +167,7 @@ class Parser:
             if size + length > MAX_NAME:
                 raise WireError("name longer than 255 octets")
             self.current = pos + 2
-            return
+            return True
 
     # ---------------------------------------------------------------- records
     def get_record(self) -> tuple[int, int, int, int, int]:

@@ -184,9 +184,10 @@ def _read_records(p: Parser, skip: int, ar: int) -> tuple[int, bool, bool]:
     edns_size, do, badvers = 0, False, False  # edns_size 0: the client sent no OPT record
     for index in range(skip + ar):
         owner_at, rtype, rclass, ttl, rdlen = p.get_record()
-        rdata = p.restricted(rdlen)
         if index < skip or rtype != TYPE_OPT:
+            p.skip(rdlen)
             continue
+        rdata = p.restricted(rdlen)
         if edns_size:
             raise WireError("more than one OPT record")
         if p.wire[owner_at] != 0:
