@@ -51,6 +51,9 @@ from pydns.zones import to_wire
 
 _AXFR, _IXFR = 252, 251
 _PLANS_MAX = 4096
+# Plans hold their answers' records: bounded in records too, since a big answer that the
+# cache re-stamps every second gets a new plan each time.
+_PLANNED_RECORDS_MAX = 100_000
 _ORDERS_MAX = 24  # answers with at most this many possible orders have them all made ahead
 _choice = random.choice
 # For up to this many records, a new order is one pick among every order of that many
@@ -119,6 +122,7 @@ class LoadBalance(Plugin):
         # reading their records is done once.  A plan holds its Answer, so the id cannot be
         # reused by another object while the plan is kept.
         self._plans: dict[int, _Plan] = {}
+        self._planned = 0  # records held by the plans
 
     # ------------------------------------------------------------------ setup
     def setup(self, d: Directive) -> None:
@@ -200,6 +204,7 @@ class LoadBalance(Plugin):
         self.weights = parse_weights(data.decode("utf-8", "replace"), str(self.weight_file))
         self._weights_digest = digest
         self._plans = {}
+        self._planned = 0
         self.log.info("Successfully reloaded weight file %s", self.weight_file)
 
     # ------------------------------------------------------------------ queries
@@ -312,9 +317,12 @@ class LoadBalance(Plugin):
     # ------------------------------------------------------------------ planning (once per Answer)
     def _plan(self, req: Request, answer: Answer) -> _Plan:
         plan = self._make_plan(req, answer)
-        if len(self._plans) >= _PLANS_MAX:
+        records = answer.an + answer.ns + answer.ar
+        if len(self._plans) >= _PLANS_MAX or self._planned + records > _PLANNED_RECORDS_MAX:
             self._plans = {}
+            self._planned = 0
         self._plans[id(answer)] = plan
+        self._planned += records
         return plan
 
     def _make_plan(self, req: Request, answer: Answer) -> _Plan:
