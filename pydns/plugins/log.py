@@ -11,6 +11,10 @@ placeholders (``{remote}``, ``{port}``, ``{>id}``, ``{type}``, ``{class}``, ``{n
 ``{proto}``, ``{size}``, ``{>do}``, ``{>bufsize}``, ``{rcode}``, ``{>rflags}``,
 ``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``), or the shortcuts ``{common}``
 and ``{combined}``.  CLASSES: ``success``, ``denial``, ``error``, ``all`` (default).
+
+``{name}`` is printed as miekg/dns prints names: special characters escaped with a
+backslash (``\\.``, ``\\ ``) and other octets outside printable ASCII as ``\\DDD``
+(a newline is ``\\010``), so a query name cannot forge a log line.
 """
 
 from __future__ import annotations
