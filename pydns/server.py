@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from typing import Callable, Iterable, NamedTuple
 
 from pydns import stats
@@ -75,10 +74,12 @@ class ServerConfig:
 
     async def lookup(self, name: str, qtype: int):
         """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs)."""
-        from dnslib import DNSRecord
+        from dnslib import EDNS0, DNSRecord
 
         query = DNSRecord.question(name, _qtype_name(qtype))
         query.header.rd = 1
+        # The largest EDNS0 size: plugins size answers for it (loadbalance, truncation).
+        query.add_ar(EDNS0(udp_len=65535))
         req = Request(bytes(query.pack()), "udp", ("127.0.0.1", 0), self.label)
         router = self.instance.routers.get(self.ports[0])
         entry = router.route(req.key) if router else (self, self.zones[0])
@@ -87,7 +88,7 @@ class ServerConfig:
         server, req.zone = entry
         req.server = server
         answer = await resolve(server.handler.serve(req))
-        return DNSRecord.parse(answer.render(req, 65535))
+        return DNSRecord.parse(req.render(answer))
 
 
 def _qtype_name(qtype: int) -> str:
@@ -388,10 +389,6 @@ async def _quietly(awaitable) -> None:
         await awaitable
     except Exception:
         log.exception("error while stopping a plugin")
-
-
-def jitter(seconds: float, spread: float) -> float:
-    return seconds + random.uniform(0, spread) if spread > 0 else seconds
 
 
 def corefile_path(arg: str | None) -> str | None:

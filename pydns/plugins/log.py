@@ -11,6 +11,10 @@ placeholders (``{remote}``, ``{port}``, ``{>id}``, ``{type}``, ``{class}``, ``{n
 ``{proto}``, ``{size}``, ``{>do}``, ``{>bufsize}``, ``{rcode}``, ``{>rflags}``,
 ``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``), or the shortcuts ``{common}``
 and ``{combined}``.  CLASSES: ``success``, ``denial``, ``error``, ``all`` (default).
+
+``{name}`` is printed as miekg/dns prints names: special characters escaped with a
+backslash (``\\.``, ``\\ ``) and other octets outside printable ASCII as ``\\DDD``
+(a newline is ``\\010``), so a query name cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pydns.corefile import Directive
 from pydns.plugin import Plugin, expect_args, register, then, unknown_option
 from pydns.wire import (AA, AD, CD, NOERROR, NXDOMAIN, QR, RA, RD, TC, Answer, Request, class_name, rcode_of,
                         type_name)
-from pydns.zones import fqdn, is_subdomain
+from pydns.zones import fqdn, in_wire_zones, to_wire
 
 COMMON = '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}'
 COMBINED = COMMON + ' "{>opcode}"'
@@ -45,7 +49,8 @@ def classify(answer: Answer) -> str:
 
 class _Rule:
     def __init__(self, zones: list[str], fmt: str, classes: set[str]):
-        self.zones, self.classes = zones, classes
+        # Matched on wire names: a text name may hold an escaped dot (``a\.b``).
+        self.zones, self.classes = frozenset(to_wire(z) for z in zones), classes
         self.fmt = fmt.replace("{common}", COMMON).replace("{combined}", COMBINED)
 
 
@@ -80,9 +85,8 @@ class Log(Plugin):
         return then(self.next.serve(req), lambda answer: self._log(req, answer, start))
 
     def _log(self, req: Request, answer: Answer, start: float) -> Answer:
-        name = req.lname
         for rule in self.rules:
-            if not any(is_subdomain(name, z) for z in rule.zones):
+            if not in_wire_zones(req.key, rule.zones):
                 continue
             if "all" not in rule.classes and classify(answer) not in rule.classes:
                 continue
@@ -105,7 +109,7 @@ class Log(Plugin):
             "{>id}": str(req.id),
             "{type}": type_name(req.qtype),
             "{class}": class_name(req.qclass),
-            "{name}": req.name,
+            "{name}": req.name,  # escaped (presentation format): a name cannot forge a log line
             "{proto}": req.proto,
             "{size}": str(len(req.data)),
             "{>do}": "true" if req.do else "false",
