@@ -385,7 +385,7 @@ def test_endpoint_and_ptr_names_follow_every_change_after_they_were_asked(serve,
 def test_endpoint_names_answer_correctly_beyond_the_lazy_bound(serve, tmp_path, monkeypatch):
     from pydns.plugins.kubernetes import index as index_mod
 
-    monkeypatch.setattr(index_mod, "LAZY_MAX", 4)
+    monkeypatch.setattr(index_mod, "MEMO_MAX", 4)
     path = tmp_path / "cluster.yaml"
     eps = [endpoint(f"10.3.0.{i}", f"web-{i}") for i in range(1, 13)]
     dump(path, [headless("web", "default"), endpoint_slice("web-x", "web", eps, ns="default")])
