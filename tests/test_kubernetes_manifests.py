@@ -154,6 +154,21 @@ def test_a_broken_file_keeps_its_last_good_objects_and_says_why(serve, tmp_path,
     served_within(srv, svc("web"), (NOERROR, ["10.0.0.11"]))
 
 
+def test_a_source_without_objects_warns_naming_its_paths(serve, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="plugin/kubernetes")
+    empty, folder = tmp_path / "empty.yaml", tmp_path / "nothing-here"
+    empty.write_text("# nothing yet\n")
+    folder.mkdir()
+    serve([empty, folder])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"manifests: no objects in {empty}, {folder}"]
+    caplog.clear()
+    full = tmp_path / "full.yaml"
+    dump(full, [service("web", ips=("10.0.0.10",))])
+    serve([full])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_a_document_without_a_name_is_a_broken_file(serve, tmp_path, caplog):
     caplog.set_level(logging.ERROR, logger="plugin/kubernetes")
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"

@@ -102,10 +102,6 @@ class Service:
     def state(self) -> tuple:
         return (self.ns, self.name, self.kind, self.ips, self.ports, self.target)
 
-    @property
-    def headless(self) -> bool:
-        return self.kind == HEADLESS
-
 
 def read_service(obj: dict) -> Service | None:
     ns, name = key_of(obj)
