@@ -8,12 +8,17 @@ ignored)::
     index.upsert(kind, obj)        # one added or modified object (a watch event)
     index.delete(kind, obj)
 
+    entries = index.reduce(kind, page)        # any thread: what the store keeps of each object
+    index.replace_reduced(kind, entries)     # replace, from the entries of every page
+
 Each object is reduced at once to the few fields DNS needs (``objects.py``) and compared
 with what the store holds (``store.py``); only a real change reaches the store, which notes
-what it touched.  ``replace`` reads ``objects`` one at a time (any iterable: a generator
-over the pages of a list keeps one page in memory), applies the differences and deletes
-what the list lacks, all in one call: a query sees the state before or the state after,
-never a mix.
+what it touched.  ``replace`` applies the differences and deletes what the list lacks, all
+in one call: a query sees the state before or the state after, never a mix.  A source that
+reduces each page of a list as it arrives (``reduce`` reads nothing but the options) holds
+one raw page at a time, then the reduced list until ``replace_reduced`` swaps it in.
+(``upsert_all``/``retain`` apply a list page by page instead, which queries can see half
+done.)
 
 What queries read (see ``__init__.py``): ``table`` (wire name, qtype) -> ready ``Answer``,
 one dict lookup; on a miss, ``lookup(key, zone)`` renders the name from the store
@@ -88,28 +93,51 @@ class Index:
     # ================================================================ the source interface
     def upsert(self, kind: str, obj: dict) -> None:
         if kind in self._readers:
-            self._apply(kind, obj)
+            self._store(kind, self.reduce(kind, (obj,)))
             self._commit()
 
     def delete(self, kind: str, obj: dict) -> None:
         if kind in self._readers:
-            self._guard(kind, obj, lambda: self._write(kind, self._key(kind, obj), None, obj))
+            self._store(kind, [(self._key(kind, obj), None, trigger_time(obj))] if isinstance(obj, dict) else [])
             self._commit()
 
     def replace(self, kind: str, objects) -> None:
-        """Make the stored objects of ``kind`` exactly ``objects`` (an iterable, read once)."""
-        if kind not in self._readers:
-            return
-        seen: set = set()
-        for obj in objects:
-            seen.add(self._apply(kind, obj))
-        self._remove_unseen(kind, seen)
-        self._commit()
+        """Make the stored objects of ``kind`` exactly ``objects`` (raw objects; any iterable, read once)."""
+        if kind in self._readers:
+            self.replace_reduced(kind, (entry for obj in objects for entry in self.reduce(kind, (obj,))))
+
+    def reduce(self, kind: str, objects) -> list[tuple]:
+        """What the store keeps of each object, as entries for ``replace_reduced``.
+
+        Reads nothing but the options, so a source may call it on another thread, page by
+        page as a list arrives, and let each raw page go: a relist then holds its raw
+        objects one page at a time, and the reduced state (a small fraction) until the swap.
+        """
+        read = self._readers.get(kind)
+        out = []
+        for obj in objects if read is not None else ():
+            if not isinstance(obj, dict):
+                log.warning("ignoring a %s that is not an object: %r", kind, obj)
+                continue
+            key = self._key(kind, obj)
+            try:
+                value = read(obj)
+            except Exception:  # one odd object must not stop the others; what was stored stays
+                log.exception("ignoring a %s that could not be read: %r", kind, key)
+                value = _UNCHANGED
+            out.append((key, value, trigger_time(obj) if kind == "EndpointSlice" else None))
+        return out
+
+    def replace_reduced(self, kind: str, entries) -> None:
+        """``replace`` with entries from ``reduce``: store what changed, delete what is missing, in one step."""
+        if kind in self._readers:
+            self._remove_unseen(kind, self._store(kind, entries))
+            self._commit()
 
     def upsert_all(self, kind: str, objects: list[dict], seen: set) -> None:
         """Apply one page of a list, adding the keys of its objects to ``seen`` (see ``retain``)."""
         if kind in self._readers:
-            seen.update(self._apply(kind, obj) for obj in objects)
+            seen |= self._store(kind, self.reduce(kind, objects))
             self._commit()
 
     def retain(self, kind: str, seen: set) -> None:
@@ -125,27 +153,20 @@ class Index:
             return str(meta_of(obj).get("name") or "")
         return key_of(obj)
 
-    def _apply(self, kind: str, obj: dict):
-        """Reduce one object and store it if it changed; returns its key."""
-        key = self._key(kind, obj) if isinstance(obj, dict) else None
-        self._guard(kind, obj, lambda: self._write(kind, key, self._readers[kind](obj), obj))
-        return key
-
-    def _write(self, kind: str, key, value, obj: dict | None) -> None:
-        if value is not _UNCHANGED:
-            self._writers[kind](key, value, obj)
+    def _store(self, kind: str, entries) -> set:
+        """Write reduced entries to the store (only changes reach it); the keys they had."""
+        write = self._writers[kind]
+        seen = set()
+        for key, value, stamp in entries:
+            seen.add(key)
+            if value is not _UNCHANGED:
+                write(key, value, stamp)
+        return seen
 
     def _remove_unseen(self, kind: str, seen: set) -> None:
+        write = self._writers[kind]
         for key in self.store.keys_except(kind, seen):
-            self._guard(kind, key, lambda: self._write(kind, key, None, None))
-
-    @staticmethod
-    def _guard(kind: str, what, fn) -> None:
-        try:
-            fn()
-        except Exception:  # one odd object must not stop the others
-            log.exception("ignoring a %s that could not be read: %r", kind,
-                          key_of(what) if isinstance(what, dict) else what)
+            write(key, None, None)
 
     # The readers: an object -> what the store keeps of it (None: nothing; _UNCHANGED: leave it).
     def _read_namespace(self, obj: dict):
@@ -169,32 +190,31 @@ class Index:
         terminating, ip = read_pod(obj)
         return _UNCHANGED if terminating else ip  # CoreDNS keeps what it had until the pod is gone
 
-    # The writers: (key, what the store keeps or None, the object if there is one).
-    def _put_namespace(self, name: str, present: bool | None, _obj) -> None:
+    # The writers: (key, what the store keeps or None, the slice's last-change-trigger-time).
+    def _put_namespace(self, name: str, present: bool | None, _stamp) -> None:
         self.store.set_namespace(name, bool(present))
 
-    def _put_service(self, skey, svc, _obj) -> None:
+    def _put_service(self, skey, svc, _stamp) -> None:
         self.store.put_service(skey, svc)
 
-    def _put_pod(self, key, ip, _obj) -> None:
+    def _put_pod(self, key, ip, _stamp) -> None:
         self.store.put_pod(key, ip)
 
-    def _put_slice(self, key, sl: Slice | None, obj: dict | None) -> None:
+    def _put_slice(self, key, sl: Slice | None, stamp: str | None) -> None:
         old = self.store.slices.get(key)
-        if self.store.put_slice(key, sl) and obj is not None:
-            self._observe_latency(obj, sl if sl is not None else old)
+        if self.store.put_slice(key, sl) and stamp is not None:
+            self._observe_latency(stamp, key, sl if sl is not None else old)
 
-    def _observe_latency(self, obj: dict, sl: Slice) -> None:
+    def _observe_latency(self, stamp: str, key: tuple[str, str], sl: Slice) -> None:
         """DNS programming latency: from the slice's last-change-trigger-time to now (CoreDNS's SLI)."""
-        stamp = trigger_time(obj)
         svc = self.store.services.get((sl.ns, sl.service))
-        if stamp is None or svc is None:
+        if svc is None:
             return
         try:
             when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         except ValueError:
             log.warning("DnsProgrammingLatency cannot be calculated for EndpointSlice '%s/%s'; invalid "
-                        "last-change-trigger-time %r", *key_of(obj), stamp)
+                        "last-change-trigger-time %r", *key, stamp)
             return
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
