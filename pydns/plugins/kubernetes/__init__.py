@@ -79,8 +79,8 @@ from pydns.zones import in_wire_zones, is_subdomain, to_wire
 from . import options as options_mod
 from .index import Index
 from .localaddr import local_addresses
+from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA
 from .render import Zone
-from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA, TYPE_TXT
 
 TYPE_AXFR, TYPE_IXFR = 252, 251
 MAX_CHAIN = 10  # CoreDNS follows at most this many CNAMEs

@@ -48,7 +48,7 @@ log = logging.getLogger("plugin/kubernetes")
 
 KINDS = ("Namespace", "Service", "EndpointSlice", "Pod")
 RECENT_MAX = 10000
-MEMO_MAX = 32768  # rendered names kept at once
+MEMO_MAX = 16384  # rendered names kept at once: about 1.7 KB each, 28 MB when full
 _UNCHANGED = object()  # what an event reduces to when it must leave the store as it is
 
 _latency = metrics.histogram(
