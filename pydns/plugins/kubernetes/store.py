@@ -139,44 +139,38 @@ class Store:
         old = self.services.get(skey)
         if old == svc:
             return
-        touched = self.touched
-        touched.add(service_dep(*skey))
+        self.touched.add(service_dep(*skey))
         if old is not None:
-            for ip in old.ips:
-                self.services_by_ip.discard(ip, skey)
-                touched.add(address_dep(ip))
+            self._file(self.services_by_ip, old.ips, skey, MultiIndex.discard)
         if svc is None:
             del self.services[skey]
-            return
-        self.services[skey] = svc
-        for ip in svc.ips:
-            self.services_by_ip.add(ip, skey)
-            touched.add(address_dep(ip))
+        else:
+            self.services[skey] = svc
+            self._file(self.services_by_ip, svc.ips, skey, MultiIndex.add)
 
     def put_slice(self, key: tuple[str, str], sl: Slice | None) -> bool:
         """Store (or with None, remove) an endpoint slice; True if that changed anything."""
         old = self.slices.get(key)
         if old == sl:
             return False
-        touched = self.touched
-        if old is not None:
-            skey = (old.ns, old.service)
-            touched.add(service_dep(*skey))
-            self.slices_by_service.discard(skey, key)
-            for ip in old.ips:
-                self.slices_by_ip.discard(ip, key)
-                touched.add(address_dep(ip))
+        for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
+            if held is not None:
+                skey = (held.ns, held.service)
+                self.touched.add(service_dep(*skey))
+                file(self.slices_by_service, skey, key)
+                self._file(self.slices_by_ip, held.ips, key, file)
         if sl is None:
             del self.slices[key]
-            return True
-        self.slices[key] = sl
-        skey = (sl.ns, sl.service)
-        touched.add(service_dep(*skey))
-        self.slices_by_service.add(skey, key)
-        for ip in sl.ips:
-            self.slices_by_ip.add(ip, key)
-            touched.add(address_dep(ip))
+        else:
+            self.slices[key] = sl
         return True
+
+    def _file(self, index: MultiIndex, ips: tuple, key, file) -> None:
+        """Add (or discard) ``key`` under each address in ``index``; each address is touched."""
+        touched = self.touched
+        for ip in ips:
+            file(index, ip, key)
+            touched.add(address_dep(ip))
 
     def put_pod(self, key: tuple[str, str], ip: str | None) -> None:
         """Store (or with None, remove) a pod's address."""
