@@ -397,7 +397,7 @@ def test_endpoint_and_ptr_names_follow_every_change_after_they_were_asked(serve,
     assert values(srv, "011.0.0.10.in-addr.arpa.", "PTR") == (NXDOMAIN, [])
 
 
-def test_endpoint_names_answer_correctly_beyond_the_lazy_bound(serve, tmp_path, monkeypatch):
+def test_names_answer_correctly_beyond_the_bound_of_rendered_names(serve, tmp_path, monkeypatch):
     from pydns.plugins.kubernetes import index as index_mod
 
     monkeypatch.setattr(index_mod, "MEMO_MAX", 4)
@@ -406,6 +406,14 @@ def test_endpoint_names_answer_correctly_beyond_the_lazy_bound(serve, tmp_path, 
     dump(path, [headless("web", "default"), endpoint_slice("web-x", "web", eps, ns="default")])
     srv = serve([path])
     for _ in range(2):
+        assert values(srv, svc("web")) == (NOERROR, sorted(f"10.3.0.{i}" for i in range(1, 13)))
         for i in range(1, 13):
             assert values(srv, f"web-{i}." + svc("web")) == (NOERROR, [f"10.3.0.{i}"])
             assert values(srv, f"{i}.0.3.10.in-addr.arpa.", "PTR") == (NOERROR, [f"web-{i}." + svc("web")])
+    # A change after names were evicted reaches the names still held and those asked again.
+    source_of(srv).apply_objects([endpoint_slice("web-x", "web", eps[1:], ns="default")])
+    assert values(srv, "web-1." + svc("web")) == (NXDOMAIN, [])
+    assert values(srv, "1.0.3.10.in-addr.arpa.", "PTR") == (NXDOMAIN, [])
+    assert values(srv, svc("web")) == (NOERROR, sorted(f"10.3.0.{i}" for i in range(2, 13)))
+    for i in range(12, 1, -1):
+        assert values(srv, f"{i}.0.3.10.in-addr.arpa.", "PTR") == (NOERROR, [f"web-{i}." + svc("web")])
