@@ -505,6 +505,42 @@ def test_servfail_until_the_first_sync_then_answers(tmp_path):
         api.stop()
 
 
+@pytest.mark.parametrize("namespaces", ["  namespaces testns", ""])
+def test_ptr_with_namespaces_set_follows_the_namespace_object_as_coredns(tmp_path, namespaces):
+    """CoreDNS checks that a PTR's namespace is exposed (and present) only when ``namespaces`` is set."""
+    from pydns.testing.fakeapi import FakeApiServer
+
+    api = FakeApiServer(cluster())
+    api.start()
+    try:
+        srv = ServerThread(corefile(f"kubeconfig {api.kubeconfig(str(tmp_path / 'kubeconfig'))}", namespaces)).start()
+        try:
+            assert values(srv, rev("10.0.0.1"), "PTR") == (NOERROR, [svc("svc1")])
+            assert values(srv, rev("172.0.0.1"), "PTR") == (NOERROR, ["ep1a." + svc("svc1")])
+            gone = api.get("Namespace", None, "testns")
+            api.delete("Namespace", None, "testns")
+            deadline = time.monotonic() + 10
+            while values(srv, svc("svc1"))[0] != NXDOMAIN and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert values(srv, svc("svc1")) == (NXDOMAIN, [])
+            if namespaces:
+                assert values(srv, rev("10.0.0.1"), "PTR") == (NXDOMAIN, [])
+                assert values(srv, rev("172.0.0.1"), "PTR") == (NXDOMAIN, [])
+            else:
+                assert values(srv, rev("10.0.0.1"), "PTR") == (NOERROR, [svc("svc1")])
+                assert values(srv, rev("172.0.0.1"), "PTR") == (NOERROR, ["ep1a." + svc("svc1")])
+            gone["metadata"].pop("resourceVersion", None)
+            api.create(gone)
+            deadline = time.monotonic() + 10
+            while values(srv, rev("10.0.0.1"), "PTR")[0] != NOERROR and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert values(srv, rev("10.0.0.1"), "PTR") == (NOERROR, [svc("svc1")])
+        finally:
+            srv.stop()
+    finally:
+        api.stop()
+
+
 SETUP_ERRORS = [
     ("ttl 3601", "ttl must be in range [0, 3600]: 3601"),
     ("ttl -1", "ttl must be in range [0, 3600]: -1"),

@@ -77,9 +77,10 @@ from pydns.wire import REFUSED, Answer, Request, label_from_wire, status
 from pydns.zones import in_wire_zones, is_subdomain, to_wire
 
 from . import options as options_mod
-from .index import Index, Zone
+from .index import Index
 from .localaddr import local_addresses
-from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA, TYPE_TXT
+from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA
+from .render import Zone
 
 TYPE_AXFR, TYPE_IXFR = 252, 251
 MAX_CHAIN = 10  # CoreDNS follows at most this many CNAMEs
@@ -184,19 +185,18 @@ class Kubernetes(Plugin):
             return self.next.serve(req)
         if qtype == TYPE_AXFR or qtype == TYPE_IXFR:
             return status(REFUSED)  # zone transfers are the transfer plugin's, as in CoreDNS
-        if key in index.names:
-            target = index.external.get(key)
-            if target is not None and (qtype == TYPE_A or qtype == TYPE_AAAA):
-                return self._follow(req, zone, target)
-            if qtype != TYPE_TXT or key not in index.empty:
+        name = index.lookup(key, zone)
+        if name is not None:
+            answer = name.answers.get(qtype)
+            if answer is not None:
+                return answer
+            if name.external is not None and (qtype == TYPE_A or qtype == TYPE_AAAA):
+                return self._follow(req, zone, name.external)
+            if not name.lacks_name(qtype):
                 return index.remember(key, qtype, index.negatives(zone, len(key))[0])
         elif qtype == TYPE_SOA:
             # CoreDNS: SOA below the apex is never a name error
             return index.remember(key, qtype, index.negatives(zone, len(key))[0])
-        else:
-            answer = index.dynamic(key, qtype, zone)
-            if answer is not None:
-                return index.remember(key, qtype, answer)
         if self.fall is not None and in_wire_zones(key, self.fall):
             return self.next.serve(req)
         return index.remember(key, qtype, index.negatives(zone, len(key))[1])
@@ -246,16 +246,13 @@ class Kubernetes(Plugin):
         chain = chain + (owner,)
         if is_subdomain(target, zone.name):
             key = to_wire(target)
-            answer = self.table.get((key, qtype))
-            if answer is None and key not in self.index.names:
-                answer = self.index.dynamic(key, qtype, zone)
+            name = self.index.lookup(key, zone)
+            answer = name.answers.get(qtype) if name is not None else None
+            rest, local = [], True
             if answer is not None:
-                rest, local = records_of(key, qtype, answer), True
-            else:
-                nested = self.index.external.get(key)
-                rest, local = [], True
-                if nested is not None:
-                    rest, local = await self._cname_records(target, target, nested, qtype, zone, chain)
+                rest = records_of(key, qtype, answer)
+            elif name is not None and name.external is not None:
+                rest, local = await self._cname_records(target, target, name.external, qtype, zone, chain)
             return ([cname, *rest] if rest else []), local
         token = _following.set(chain)
         try:
