@@ -18,11 +18,10 @@ PREFIX = "plugin/kubernetes: "
 POD_MODES = ("disabled", "verified", "insecure")
 # Options CoreDNS documents that this implementation does not offer: refused, never ignored.
 UNSUPPORTED = {
-    "apiserver_max_inflight": "limiting concurrent API requests is not supported",
     "multicluster": "multicluster (MCS-API ServiceImports) is not supported",
     "zonal": "zone-scoped names are not supported",
 }
-CONNECTION_OPTIONS = ("endpoint", "tls", "kubeconfig", "apiserver_qps", "apiserver_burst")
+CONNECTION_OPTIONS = ("endpoint", "tls", "kubeconfig", "apiserver_qps", "apiserver_burst", "apiserver_max_inflight")
 
 
 @dataclass
@@ -33,6 +32,7 @@ class Options:
     kubeconfig: tuple[str, str | None] | None = None
     qps: float | None = None
     burst: int | None = None
+    max_inflight: int = 0
     namespaces: set[str] = field(default_factory=set)
     labels: Selector | None = None
     namespace_labels: Selector | None = None
@@ -156,6 +156,15 @@ def parse(d: Directive, server_zones: list[str]) -> Options:
             if burst < 0:
                 raise opt.error(f"{PREFIX}apiserver_burst must be >= 0", value)
             opts.burst = burst
+        elif name == "apiserver_max_inflight":
+            value = _args(opt, 1, 1)[0]
+            try:
+                max_inflight = int(str(value))
+            except ValueError:
+                raise opt.error(f'{PREFIX}invalid apiserver_max_inflight "{value}": not an integer', value) from None
+            if max_inflight < 0:
+                raise opt.error(f"{PREFIX}apiserver_max_inflight must be >= 0", value)
+            opts.max_inflight = max_inflight
         elif name == "manifests":
             for arg in _args(opt, 1):
                 path = _resolve(str(arg), arg.file)
