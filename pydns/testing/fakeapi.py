@@ -989,6 +989,8 @@ class _Handler(BaseHTTPRequestHandler):
                         watcher.bookmark(fake._rv)
                     next_bookmark = time.monotonic() + fake.bookmark_interval
                 continue
+            if watcher.blackholed:
+                continue  # swallowed: blackholed while waiting for it
             if not fake._admit(self.epoch) or item[0] == "abort":
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return

@@ -122,9 +122,9 @@ class ApiSource:
                  kubeconfig: tuple[str, str | None] | None = None, labels: str | None = None,
                  namespace_labels: str | None = None, kinds=DEFAULT_KINDS, qps: float | None = None,
                  burst: int | None = None, max_inflight: int = 0, streaming: bool = True, page_size: int = 500,
-                 backoff_base: float = BACKOFF_BASE, backoff_cap: float = BACKOFF_CAP,
-                 backoff_reset: float = BACKOFF_RESET, watch_timeout: float = 300.0,
-                 bookmark_interval: float = BOOKMARK_INTERVAL, request_timeout: tuple[float, float] = (5.0, 30.0)):
+                 backoff_base: float | None = None, backoff_cap: float | None = None,
+                 backoff_reset: float | None = None, watch_timeout: float = 300.0,
+                 bookmark_interval: float | None = None, request_timeout: tuple[float, float] = (5.0, 30.0)):
         unknown = [k for k in kinds if k not in KINDS]
         if unknown:
             raise ValueError(f"unsupported kinds: {', '.join(unknown)}")
@@ -134,11 +134,14 @@ class ApiSource:
         self.namespace_labels = namespace_labels or None
         self.page_size = page_size
         self.streaming = streaming
-        self.backoff_settings = (backoff_base, backoff_cap, backoff_reset)
+        # Unset: the module's constants, read now (tests lower them for a whole server).
+        self.backoff_settings = (BACKOFF_BASE if backoff_base is None else backoff_base,
+                                 BACKOFF_CAP if backoff_cap is None else backoff_cap,
+                                 BACKOFF_RESET if backoff_reset is None else backoff_reset)
         # The server's health: every kind's connection failures count against it.
         self.backoff = Backoff(*self.backoff_settings)
         self.watch_timeout = watch_timeout
-        self.silence = SILENCE_FACTOR * bookmark_interval
+        self.silence = SILENCE_FACTOR * (BOOKMARK_INTERVAL if bookmark_interval is None else bookmark_interval)
         self.request_timeout = request_timeout
         self.client = make_client(endpoint, tls, kubeconfig, len(self.kinds))
         self.gate = RequestGate(self.client, qps, burst, max_inflight)
