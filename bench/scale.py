@@ -16,6 +16,10 @@ process and the fake API run on core 1) with ``kubernetes { kubeconfig ... }``. 
                     are written to the API, pydns's CPU is read before the first and once the
                     last is visible in DNS, minus its idle CPU over the same time, divided by
                     the number of events
+    api_requests_startup, api_requests_relist
+                    the requests pydns made to the API server until ready, and for a forced
+                    relist (history compacted and the watches dropped: every kind syncs again),
+                    by verb: streaming_list, list (pages), watch
 
 and the ratio of event_cpu_us at the largest size to the smallest (the cost of one event
 should not grow with the cluster).  RSS is compared with CoreDNS's sizing rule for its
@@ -91,6 +95,23 @@ class Churner:
         return fqdn, f"{gen_cluster.dashed(ip)}.{fqdn}", ip
 
 
+KINDS = 3  # the Corefile's kubernetes block watches namespaces, services and endpoint slices
+
+
+def api_requests(api, since: float = 0.0) -> dict[str, int]:
+    """The requests made to the fake API server since ``since``, by verb."""
+    counts: dict[str, int] = {}
+    for r in list(api.requests):
+        if r.at >= since:
+            verb = "streaming_list" if r.verb == "watch" and r.query.get("sendInitialEvents") == "true" else r.verb
+            counts[verb] = counts.get(verb, 0) + 1
+    return counts
+
+
+def syncs(counts: dict[str, int]) -> int:
+    return counts.get("streaming_list", 0) + counts.get("list", 0)
+
+
 def measure_size(services: int, args, workdir: str) -> dict:
     from pydns.testing.fakeapi import FakeApiServer
 
@@ -113,6 +134,7 @@ def measure_size(services: int, args, workdir: str) -> dict:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{ready_port}/ready") and not answers_correctly(port, probe, 0.5),
                    args.start_timeout, 0.02, server=srv)
         result["ready_s"] = time.monotonic() - t0
+        result["api_requests_startup"] = api_requests(api)
         result["startup_cpu_s"] = cpu_seconds(srv.pid)
         result["peak_rss_mb"] = memory_kb(srv.pid)["VmHWM"] / 1024
         time.sleep(args.settle)
@@ -140,13 +162,23 @@ def measure_size(services: int, args, workdir: str) -> dict:
         result["event_cpu_us"] = max(cpu - idle_rate * meter.wall, 0) / args.events * 1e6
         result["event_cpu_us_raw"] = cpu / args.events * 1e6
         result["rss_after_events_mb"] = memory_kb(srv.pid)["VmRSS"] / 1024
+
+        # A forced relist: history is lost (410) and every kind syncs again.
+        relist_from = time.monotonic()
+        api.compact()
+        api.drop_watches()
+        wait_until(lambda: syncs(api_requests(api, relist_from)) >= KINDS and api.open_watches() >= KINDS,
+                   args.start_timeout, 0.02, server=srv)
+        time.sleep(args.settle)
+        result["api_requests_relist"] = api_requests(api, relist_from)
     finally:
         if srv is not None:
             srv.stop()
         api.stop()
     log(f"scale {services} services/{cluster.endpoints} endpoints: ready {result.get('ready_s', 0):.2f}s, "
         f"RSS {result.get('rss_mb', 0):.0f} MB (peak {result.get('peak_rss_mb', 0):.0f}), "
-        f"event {result.get('event_cpu_us', 0):.0f}us")
+        f"event {result.get('event_cpu_us', 0):.0f}us, API requests at start-up {result.get('api_requests_startup')}, "
+        f"on a relist {result.get('api_requests_relist')}")
     return result
 
 
@@ -175,7 +207,8 @@ def main(argv=None) -> int:
             f"(pydns CPU {fmt(big.get('startup_cpu_s'), 2)}s), RSS {fmt(big.get('rss_mb'), 0)} MB "
             f"(peak {fmt(big.get('peak_rss_mb'), 0)} MB; CoreDNS rule {fmt(big.get('coredns_formula_mb'), 0)} MB); "
             f"EndpointSlice event {fmt(big.get('event_cpu_us'), 0)}us at {big['endpoints']} endpoints vs "
-            f"{fmt(small.get('event_cpu_us'), 0)}us at {small['endpoints']} ({fmt(result['event_cost_ratio'], 2)}x)")
+            f"{fmt(small.get('event_cpu_us'), 0)}us at {small['endpoints']} ({fmt(result['event_cost_ratio'], 2)}x); "
+            f"API requests at start-up {big.get('api_requests_startup')}, on a relist {big.get('api_requests_relist')}")
     finish(result, line, args.json)
     return 0
 
