@@ -358,3 +358,46 @@ def test_fake_serves_resource_version_semantics_and_streaming_lists_as_kube_apis
         code, body = get_json(f"{old.url}/api/v1/services?watch=true&sendInitialEvents=true"
                               "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
         assert code == 422 and "WatchList" in body["message"]
+
+
+def test_endpoint_slices_keep_only_ready_endpoints_and_what_names_them(api, source):
+    raw = endpoint_slice("web-1", "web", ips=("10.1.0.1", "10.1.0.2"))
+    raw["endpoints"][0].update(hostname="a", nodeName="node-1", zone="z1",
+                               targetRef={"kind": "Pod", "name": "web-a", "namespace": "default", "uid": "u"},
+                               conditions={"ready": True, "serving": True, "terminating": False})
+    raw["endpoints"][1]["conditions"] = {"ready": False}
+    server = api([namespace("default"), service("web"), raw])
+    index = synced(source(server))
+    kept = index.get("EndpointSlice", "default", "web-1")
+    assert kept["endpoints"] == [{"addresses": ["10.1.0.1"], "hostname": "a", "targetRef": {"name": "web-a"}}]
+    assert kept["addressType"] == "IPv4" and kept["ports"] == raw["ports"]
+    assert kept["metadata"]["labels"] == {"kubernetes.io/service-name": "web"}
+
+
+class _Pieces:
+    """A response body that arrives in pieces of ``size`` bytes."""
+
+    def __init__(self, data: bytes, size: int):
+        self.data, self.size = data, size
+
+    def stream(self, _amt):
+        for i in range(0, len(self.data), self.size):
+            yield self.data[i:i + self.size]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 100000])
+def test_a_list_body_is_read_item_by_item_whatever_the_pieces_it_arrives_in(size):
+    from pydns.plugins.kubernetes.responses import ListBody
+
+    items = [{"metadata": {"name": f"s{i}", "annotations": {"note": "ünï ☃"}}, "n": 12345 + i, "f": [1.5, None, True]}
+             for i in range(5)]
+    doc = {"kind": "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": "42", "continue": "abc"},
+           "items": items}
+    body = ListBody(_Pieces(json.dumps(doc, ensure_ascii=False, indent=1).encode(), size))
+    assert list(body.items()) == items
+    body.finish()
+    assert body.fields == {"kind": "ServiceList", "apiVersion": "v1",
+                           "metadata": {"resourceVersion": "42", "continue": "abc"}}
+    with pytest.raises(ValueError):
+        broken = ListBody(_Pieces(b'{"items": [{"a": 1}, {"b": ', size))
+        list(broken.items())

@@ -41,8 +41,12 @@ Per kind, as client-go's reflector does it:
   while the API is away.
 
 The official ``kubernetes`` client is the transport only (see client.py): responses are
-read raw and parsed with ``json``; no model objects are built.  Its calls block, so they
-run in threads; every index call is handed to the event loop with ``call_soon_threadsafe``.
+read raw and parsed as they arrive (responses.py); no model objects are built.  Its calls
+block, so they run in threads; every index call is handed to the event loop with
+``call_soon_threadsafe``.
+
+(Over 400 lines: a reflector's cycle of sync, watch, 410 and failure is one state machine
+over one set of fields, easier read whole than split.)
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from typing import Callable
 
 from .client import (BACKOFF_BASE, BACKOFF_CAP, BACKOFF_RESET, ApiConfigError, Backoff, RequestGate, Stopped,
                      describe, make_client, retry_after, status_message)
+from .responses import ListBody, slim, watch_lines
 
 log = logging.getLogger("plugin/kubernetes")
 
@@ -71,10 +76,6 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 # intervals is dead (a proxy or a half-open connection that swallows everything).
 BOOKMARK_INTERVAL = 60.0
 SILENCE_FACTOR = 2.5
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-_HEAVY_METADATA = ("managedFields", "ownerReferences", "finalizers")
-_POD_STATUS = ("phase", "podIP", "podIPs")
-_POD_SPEC = ("hostname", "subdomain", "hostNetwork", "nodeName")
 
 
 class Gone(Exception):
@@ -206,23 +207,6 @@ class ApiSource:
         self._synced.add(kind)
 
 
-def slim(kind: str, obj: dict) -> dict:
-    """The parts of an object the index can use (in place: the object was just parsed)."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        for heavy in _HEAVY_METADATA:
-            meta.pop(heavy, None)
-        annotations = meta.get("annotations")
-        if isinstance(annotations, dict):
-            annotations.pop(LAST_APPLIED, None)
-    if kind == "Pod":
-        status, spec = obj.get("status"), obj.get("spec")
-        obj = {"metadata": meta,
-               "status": {k: status[k] for k in _POD_STATUS if k in status} if isinstance(status, dict) else {},
-               "spec": {k: spec[k] for k in _POD_SPEC if k in spec} if isinstance(spec, dict) else {}}
-    return obj
-
-
 def _key(obj: dict) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -346,17 +330,17 @@ class _Reflector:
             # The pages of one list are one snapshot: holding them back for tokens would only
             # stretch the list towards its continue token's expiry (a 410).
             page = self.request(paced=not token, **params)
+            body = ListBody(page)
             try:
-                body = json.loads(page.read())
+                for item in body.items():
+                    if isinstance(item, dict):
+                        objects[_key(item)] = slim(self.spec.kind, item)
+                body.finish()
             except BaseException:
                 self.done(page, clean=False)
                 raise
             self.done(page)
-            for item in body.get("items") or ():
-                if isinstance(item, dict):
-                    objects[_key(item)] = slim(self.spec.kind, item)
-            meta = body.get("metadata") or {}
-            del body
+            meta = body.fields.get("metadata") or {}
             token = meta.get("continue")
             if not token:
                 break
@@ -390,7 +374,7 @@ class _Reflector:
         events = 0
         clean = False
         try:
-            for line in _lines(stream):
+            for line in watch_lines(stream):
                 self.event(line)
                 events += 1
             clean = True
@@ -494,26 +478,6 @@ class _Reflector:
             log.warning("%s: %s", self.spec.plural, exc)
         else:
             log.warning("%s: %s failed: %s; retrying with backoff", self.spec.plural, verb, describe(exc))
-
-
-def _lines(response):
-    """The JSON lines of a streaming response as they arrive."""
-    buffer = b""
-    for chunk in _chunks(response):
-        buffer += chunk
-        if b"\n" not in chunk:
-            continue  # an event split across chunks
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield line
-
-
-def _chunks(response):
-    """The raw bytes of a streaming response as they arrive."""
-    if response.chunked:
-        return response.stream(None, decode_content=False)
-    return iter(lambda: response.read1(65536), b"")
 
 
 def _trim_heap() -> None:
