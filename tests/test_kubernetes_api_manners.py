@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import re
+import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -120,7 +123,9 @@ def test_too_many_requests_with_retry_after_holds_back_every_kind(api, source):
 # ---------------------------------------------------------------- a watch that goes silent
 
 
-def test_a_blackholed_watch_is_reopened_and_a_change_made_meanwhile_is_served(api, dns_server, monkeypatch):
+def test_a_blackholed_watch_is_reopened_and_a_change_made_meanwhile_is_served(api, dns_server, monkeypatch,
+                                                                             caplog):
+    caplog.set_level(logging.WARNING, logger="plugin/kubernetes")
     interval = 0.4  # bookmarks every 0.4 s: a watch silent for 1 s is dead
     monkeypatch.setattr(api_module, "BOOKMARK_INTERVAL", interval)
     monkeypatch.setattr(api_module, "BACKOFF_BASE", 0.1)
@@ -140,6 +145,19 @@ def test_a_blackholed_watch_is_reopened_and_a_change_made_meanwhile_is_served(ap
     assert syncs(server) == 3
     # the watches that kept receiving bookmarks were never taken for dead
     assert len(query_of(server, "watch", "Namespace")) == 1
+    said = [r.getMessage() for r in caplog.records if "no event and no bookmark" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("services:") and f"resourceVersion {version}" in said[0]
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2) to read the kernel's socket timers")
+def test_connections_to_the_api_server_have_tcp_keepalive(api, source):
+    server = api(small_cluster())
+    synced(source(server))
+    server.wait_for_watches(3)
+    out = subprocess.run(["ss", "-tnoH", "state", "established", "dst", f"127.0.0.1:{server.port}"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) >= 3, out  # one per watch at least
+    assert all("keepalive" in line for line in out), out
 
 
 # ---------------------------------------------------------------- relists are atomic
