@@ -758,6 +758,8 @@ class FakeApiServer:
                     if n == stall_after:
                         watcher.q.put(("stall",))
                     watcher.put("ADDED", obj)
+                if stall_after is not None and stall_after >= len(matching):
+                    watcher.q.put(("stall",))
                 if initial == "true":
                     watcher.bookmark(self._rv, {"k8s.io/initial-events-end": "true"})
             elif rv_param in ("", "0"):
@@ -847,7 +849,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(503, status_body(503, "the server is currently unable to handle the request"))
         if fake.token is not None and self.headers.get("Authorization") != f"Bearer {fake.token}":
             return self._json(401, status_body(401, "Unauthorized"))
-        fault = fake._take_fault(verb, res.kind if res else None, query)
+        kind = res.kind if res else None
+        fault = fake._take_fault(verb, kind, query)
         if fault is not None:
             code = fault.code
             if code == 403 and res is not None:
@@ -856,8 +859,8 @@ class _Handler(BaseHTTPRequestHandler):
             if code == 429 or fault.retry_after is not None:
                 extra["Retry-After"] = f"{fault.retry_after if fault.retry_after is not None else 1:g}"
             return self._json(code, status_body(code, f"injected failure ({code})"), extra)
-        stall = fake._stalled_after(verb, res.kind if res else None, query)
-        if stall == -1 and not fake._hold(self.epoch, lambda: fake._stalled_after(verb, res.kind, query) is not None):
+        stall = fake._stalled_after(verb, kind, query)
+        if stall == -1 and not fake._hold(self.epoch, lambda: fake._stalled_after(verb, kind, query) is not None):
             self.close_connection = True
             return
         if res is not None and verb in fake._forbidden.get(res.kind, ()):
@@ -965,6 +968,7 @@ class _Handler(BaseHTTPRequestHandler):
         now = time.monotonic()
         deadline = now + timeout
         next_bookmark = now + fake.bookmark_interval
+        held = None  # an item taken from the queue while batching events, not handled yet
         while True:
             now = time.monotonic()
             if watcher.blackholed:  # written to no more, and never closed from this side
@@ -979,7 +983,7 @@ class _Handler(BaseHTTPRequestHandler):
             if watcher.bookmarks:
                 wait = min(wait, max(0.0, next_bookmark - now))
             try:
-                item = watcher.q.get(timeout=wait)
+                item, held = held or watcher.q.get(timeout=wait), None
             except queue.Empty:
                 if self._peer_gone():
                     return
@@ -1002,7 +1006,18 @@ class _Handler(BaseHTTPRequestHandler):
                                   and not self._peer_gone()):
                     return
                 continue
-            self._chunk(item[1])
+            # Events already queued go out together, as the API server's buffered writes do.
+            batch = [item[1]]
+            while len(batch) < 256:
+                try:
+                    more = watcher.q.get_nowait()
+                except queue.Empty:
+                    break
+                if more[0] != "data":
+                    held = more
+                    break
+                batch.append(more[1])
+            self._chunk(b"".join(batch))
 
     def _peer_gone(self) -> bool:
         """A watching client sends nothing more, so a readable socket means it hung up."""

@@ -21,9 +21,10 @@ Per kind, as client-go's reflector does it:
   ignores ``limit``; ``limit``/``continue`` pages are followed where the server pages),
   then a watch from the list's resourceVersion.
 * **Atomic.** Whatever the way, the whole state of the kind is collected first (objects are
-  slimmed: no managed fields, no last-applied annotation, only a pod's addresses) and handed
-  to the index in one loop callback, ``index.replace(kind, objects)``: a query never sees
-  half of an old state and half of a new one.
+  slimmed: no managed fields, no last-applied annotation, only ready endpoints, only a pod's
+  addresses; and packed as JSON, see responses.py) and handed to the index in one loop
+  callback, ``index.replace(kind, objects)`` (a sequence of dicts, each parsed when read):
+  a query never sees half of an old state and half of a new one.
 * **Watch.** Events are applied one by one (``index.upsert``/``index.delete``).  A watch
   that ends or breaks resumes from the last version seen; bookmarks move that version on.
   A watch that brings no event and no bookmark for ``SILENCE_FACTOR`` (2.5) bookmark
@@ -62,7 +63,7 @@ from typing import Callable
 
 from .client import (BACKOFF_BASE, BACKOFF_CAP, BACKOFF_RESET, ApiConfigError, Backoff, RequestGate, Stopped,
                      describe, make_client, retry_after, status_message)
-from .responses import ListBody, slim, watch_lines
+from .responses import ListBody, Packed, slim, watch_lines
 
 log = logging.getLogger("plugin/kubernetes")
 
@@ -207,11 +208,6 @@ class ApiSource:
         self._synced.add(kind)
 
 
-def _key(obj: dict) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
-
-
 class _Reflector:
     """Sync, then watch, one kind for ever (until stopped), in its own thread."""
 
@@ -230,7 +226,7 @@ class _Reflector:
         self.version: str | None = None  # where the next watch resumes; None: sync first
         self.seen: str | None = None  # the newest version seen; a re-sync asks for no older state
         self.quorum = False  # a re-sync from ``seen`` was 410 too: read from etcd
-        self.pending: dict | None = None  # a streaming list's objects, until its end bookmark
+        self.pending: Packed | None = None  # a streaming list's objects, until its end bookmark
         self.failing: str | None = None  # the reason of the current run of failures, logged once
         self.thread = threading.Thread(target=self.run, name=f"kubernetes-{spec.plural}", daemon=True)
 
@@ -281,8 +277,7 @@ class _Reflector:
     def gone(self, syncing: bool) -> None:
         if syncing:
             self.quorum = True
-            log.info("%s: state not older than resourceVersion %s is gone too; reading it from etcd",
-                     self.spec.plural, self.seen)
+            log.info("%s: the state asked for is gone (410); reading it from etcd", self.spec.plural)
         elif self.version is not None:
             log.info("%s: resourceVersion %s is too old; syncing again", self.spec.plural, self.version)
         self.version = None
@@ -298,14 +293,14 @@ class _Reflector:
             return {"resource_version": "0"}
         return {"resource_version": self.seen, "resource_version_match": "NotOlderThan"}
 
-    def synced(self, objects: list[dict], version: str) -> None:
+    def synced(self, objects: Packed, version: str) -> None:
         """A full state of the kind: handed to the index in one step; the watch goes on from ``version``."""
         self.version = self.seen = version
         self.quorum = False
         self.wait(self.source.post(self.replace, objects))
         self.recovered()
 
-    def replace(self, objects: list[dict]) -> None:
+    def replace(self, objects: Packed) -> None:
         self.source.index.replace(self.spec.kind, objects)
         self.source.mark_synced(self.spec.kind)
         _trim_heap()
@@ -319,7 +314,7 @@ class _Reflector:
     # ---------------------------------------------------------------- list
     def list(self) -> None:
         """List the kind in full (page by page where the server pages), then replace it."""
-        objects: dict[tuple[str, str], dict] = {}
+        objects = Packed()
         token = None
         while True:
             params = {"limit": self.source.page_size, "_request_timeout": self.source.request_timeout}
@@ -334,7 +329,7 @@ class _Reflector:
             try:
                 for item in body.items():
                     if isinstance(item, dict):
-                        objects[_key(item)] = slim(self.spec.kind, item)
+                        objects.append(slim(self.spec.kind, item))
                 body.finish()
             except BaseException:
                 self.done(page, clean=False)
@@ -344,7 +339,7 @@ class _Reflector:
             token = meta.get("continue")
             if not token:
                 break
-        self.synced(list(objects.values()), str(meta.get("resourceVersion") or ""))
+        self.synced(objects, str(meta.get("resourceVersion") or ""))
 
     # ---------------------------------------------------------------- watch
     def watch(self) -> None:
@@ -367,7 +362,7 @@ class _Reflector:
             if listing and exc.status in (400, 422):
                 raise NoStreamingLists(describe(exc)) from None
             raise
-        self.pending = {} if listing else None
+        self.pending = Packed() if listing else None
         if not listing:
             self.recovered()
         opened = time.monotonic()
@@ -417,9 +412,9 @@ class _Reflector:
     def initial_event(self, etype: str, obj: dict, meta: dict, version) -> None:
         """An event of a streaming list, before the bookmark that ends its initial events."""
         if etype == "ADDED":
-            self.pending[_key(obj)] = slim(self.spec.kind, obj)
+            self.pending.append(slim(self.spec.kind, obj))
         elif etype == "BOOKMARK" and (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
-            objects, self.pending = list(self.pending.values()), None
+            objects, self.pending = self.pending, None
             self.synced(objects, str(version or ""))
         else:
             raise NoStreamingLists(f"a {etype} event came before the {INITIAL_EVENTS_END} bookmark")

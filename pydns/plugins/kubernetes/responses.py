@@ -5,17 +5,23 @@
     for item in body.items(): ...      # one object at a time
     body.finish(); body.fields["metadata"]["resourceVersion"]
     kept = slim("EndpointSlice", item)
+    state = Packed(); state.append(kept); index.replace(kind, state)
 
 A sync holds a whole cluster's objects at once until it hands them to the index, and a list
 at ``resourceVersion=0`` is one page whatever the cluster's size (the watch cache does not
 page): so a list's items are parsed one by one from the stream, never the whole body at
-once, and each object is slimmed as it comes.
+once; each object is slimmed as it comes and kept as compact JSON in one buffer
+(``Packed``) until the index reads it.  Held as dicts, the objects of 10,000 services and
+their slices are some 80 MB of small allocations that interleave with the index's own, so
+Python's allocator could not give that memory back once they are gone.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+from array import array
+from collections.abc import Sequence
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _HEAVY_METADATA = ("managedFields", "ownerReferences", "finalizers")
@@ -61,6 +67,31 @@ def _slim_endpoint(endpoint: dict) -> dict:
     if isinstance(ref, dict) and ref.get("name"):
         kept["targetRef"] = {"name": ref["name"]}  # endpoint_pod_names
     return kept
+
+
+class Packed(Sequence):
+    """Objects kept as compact JSON in one buffer; each read (index or iteration) parses one anew."""
+
+    def __init__(self):
+        self._data = bytearray()
+        self._ends = array("Q")
+
+    def append(self, obj: dict) -> None:
+        self._data += json.dumps(obj, separators=(",", ":")).encode()
+        self._ends.append(len(self._data))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        start = self._ends[i - 1] if i else 0
+        return json.loads(self._data[start:self._ends[i]])
 
 
 def watch_lines(response):
