@@ -8,7 +8,6 @@ the module's constants so that minutes of real behaviour take seconds here.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ from tests.conftest import free_port
 from tests.test_kubernetes_api import (ZONE, addresses, api, dns_server, endpoint_slice, loop, namespace,  # noqa: F401
                                        query_of, service, small_cluster, source, svc_name, synced, syncs, wait_for,
                                        wait_for_answer)
+from tests.test_kubernetes_records import ready_status
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(90)
 # ---------------------------------------------------------------- backoff
 
 
-def clusters(times, within=0.07):
+def clusters(times, within=0.12):
     """Start times of the bursts in ``times`` (attempts closer than ``within`` are one burst)."""
     starts, sizes = [], []
     for t in times:
@@ -65,14 +65,14 @@ def assert_backoff(began, starts, base, cap, first_step):
     gaps = [b - a for a, b in zip([began, *starts], starts)]
     step = first_step
     for gap in gaps:
-        assert step * 0.95 <= gap <= 2 * step + 0.15, (gaps, step)
+        assert step * 0.95 <= gap <= 2 * step + 0.3, (gaps, step)
         step = min(cap, step * 2)
     # jitter: the waits are not exact multiples of the step
     return gaps
 
 
 def test_an_outage_is_retried_with_shared_exponential_backoff_that_resets_only_after_health(api, source):
-    base, cap, reset = 0.15, 1.2, 6.0
+    base, cap, reset = 0.25, 2.0, 7.0
     server = api(small_cluster())
     synced(source(server, backoff_base=base, backoff_cap=cap, backoff_reset=reset))
     server.wait_for_watches(3)
@@ -80,7 +80,7 @@ def test_an_outage_is_retried_with_shared_exponential_backoff_that_resets_only_a
     # The API goes away (every connection reset): the three kinds retry together, once per
     # step, the steps doubling up to the cap.
     began, starts, sizes = outage_bursts(server, 4.5)
-    assert len(starts) >= 4, starts
+    assert len(starts) >= 3, starts
     gaps = assert_backoff(began, starts, base, cap, base)
     assert all(size <= 2 * 3 for size in sizes), sizes  # one request per kind (and urllib3's one reconnect)
     assert len({round(g / s, 2) for g, s in zip(gaps, [base * 2 ** i for i in range(len(gaps))])}) > 1
@@ -88,8 +88,7 @@ def test_an_outage_is_retried_with_shared_exponential_backoff_that_resets_only_a
     assert syncs(server) == 3  # history was kept: the watches resumed, nothing was listed again
 
     # Back for less than the reset time: a new outage goes on from where the backoff was.
-    last_step = min(cap, base * 2 ** (len(starts) - 1))
-    began, starts, _ = outage_bursts(server, 2.0 * last_step + 0.5)
+    began, starts, _ = outage_bursts(server, 2 * cap + 0.5)
     assert starts and starts[0] - began >= 2 * base, (began, starts)
     server.wait_for_watches(3, timeout=15)
 
@@ -146,7 +145,7 @@ def test_a_blackholed_watch_is_reopened_and_a_change_made_meanwhile_is_served(ap
     # the watches that kept receiving bookmarks were never taken for dead
     assert len(query_of(server, "watch", "Namespace")) == 1
     said = [r.getMessage() for r in caplog.records if "no event and no bookmark" in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith("services:") and f"resourceVersion {version}" in said[0]
+    assert len(said) == 1 and said[0].startswith("services:") and f"watch from resourceVersion {version}" in said[0]
 
 
 @pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2) to read the kernel's socket timers")
@@ -225,16 +224,6 @@ def test_queries_during_a_relist_never_see_old_and_new_state_mixed(api, dns_serv
 
 
 # ---------------------------------------------------------------- start-up
-
-
-def ready_status(srv):
-    port = srv.instance.http[("127.0.0.1", 0)].bound_port
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/ready")
-        return conn.getresponse().status
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("watch_list", [True, False], ids=["streaming", "list"])

@@ -61,9 +61,11 @@ logged and keeps its last good objects.
 
 CoreDNS's ``multicluster`` and ``zonal`` are refused at start-up.
 
-From an API server, objects are synced and watched as client-go does it (streaming lists
-where the server offers them, else lists served from its cache; exponential backoff; dead
-watches noticed): see api.py.
+From an API server, objects are synced and watched as client-go does it: a streaming list
+where the server offers it, else a list at ``resourceVersion=0`` (its cache), then a watch;
+a relist (after 410 Gone) replaces a kind's state in one step; retries back off from 0.8 s
+to 30 s with jitter and honour ``Retry-After``; a watch with no event and no bookmark for
+150 s (2.5 bookmark intervals) is reopened from where it was.
 
 Metrics: ``coredns_kubernetes_dns_programming_duration_seconds{service_kind}``, and
 CoreDNS's API client metrics ``coredns_kubernetes_rest_client_request_duration_seconds{verb,

@@ -374,8 +374,9 @@ class _Reflector:
                 events += 1
             clean = True
         except ReadTimeoutError:
-            raise WatchSilent(f"no event and no bookmark for {self.source.silence:g}s; reopening the watch "
-                              f"from resourceVersion {self.version}") from None
+            again = "the streaming list again" if self.pending is not None else \
+                f"the watch from resourceVersion {self.version}"
+            raise WatchSilent(f"no event and no bookmark for {self.source.silence:g}s; opening {again}") from None
         finally:
             self.done(stream, clean)
             unfinished, self.pending = self.pending is not None, None
