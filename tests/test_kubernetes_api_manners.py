@@ -63,12 +63,10 @@ def outage_bursts(server, seconds):
 def assert_backoff(began, starts, base, cap, first_step):
     """Each wait is drawn from [step, 2 x step), the step doubling from ``first_step`` up to ``cap``."""
     gaps = [b - a for a, b in zip([began, *starts], starts)]
-    step = first_step
-    for gap in gaps:
+    steps = [min(cap, first_step * 2 ** i) for i in range(len(gaps))]
+    for gap, step in zip(gaps, steps):
         assert step * 0.95 <= gap <= 2 * step + 0.3, (gaps, step)
-        step = min(cap, step * 2)
-    # jitter: the waits are not exact multiples of the step
-    return gaps
+    return [gap / step for gap, step in zip(gaps, steps)]
 
 
 def test_an_outage_is_retried_with_shared_exponential_backoff_that_resets_only_after_health(api, source):
@@ -81,9 +79,9 @@ def test_an_outage_is_retried_with_shared_exponential_backoff_that_resets_only_a
     # step, the steps doubling up to the cap.
     began, starts, sizes = outage_bursts(server, 4.5)
     assert len(starts) >= 3, starts
-    gaps = assert_backoff(began, starts, base, cap, base)
+    ratios = assert_backoff(began, starts, base, cap, base)
+    assert len({round(r, 2) for r in ratios}) > 1, ratios  # jitter: not the same fraction of each step
     assert all(size <= 2 * 3 for size in sizes), sizes  # one request per kind (and urllib3's one reconnect)
-    assert len({round(g / s, 2) for g, s in zip(gaps, [base * 2 ** i for i in range(len(gaps))])}) > 1
     server.wait_for_watches(3, timeout=15)
     assert syncs(server) == 3  # history was kept: the watches resumed, nothing was listed again
 
