@@ -154,7 +154,10 @@ def test_connections_to_the_api_server_have_tcp_keepalive(api, source):
     out = subprocess.run(["ss", "-tnoH", "state", "established", "dst", f"127.0.0.1:{server.port}"],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(out) >= 3, out  # one per watch at least
-    assert all("keepalive" in line for line in out), out
+    timers = [re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:([\d.]+)sec)?", line) for line in out]
+    assert all(timers), out
+    # client-go's 30 s before the first probe (the kernel's own default is two hours)
+    assert all(int(t.group(1) or 0) * 60 + float(t.group(2) or 0) <= 30 for t in timers), out
 
 
 # ---------------------------------------------------------------- relists are atomic

@@ -162,7 +162,6 @@ class RequestGate:
 def make_client(endpoint, tls, kubeconfig, connections: int):
     """An ApiClient for the chosen connection, with our own retry, pool and keepalive settings."""
     from kubernetes import client, config
-    from kubernetes.utils.keepalive import tcp_keepalive_socket_options
     from urllib3.util.retry import Retry
 
     cfg = client.Configuration()
@@ -182,9 +181,7 @@ def make_client(endpoint, tls, kubeconfig, connections: int):
     # Retry a stale keep-alive connection once; every other failure goes to our backoff.
     cfg.retries = Retry(total=1, connect=0, read=1, redirect=0, status=0, other=0,
                         respect_retry_after_header=False, raise_on_status=False)
-    # client-go's keepalive (30 s idle, probes every 15 s): a peer that vanished without a
-    # word ends the watch within minutes even between bookmarks.
-    cfg.socket_options = tcp_keepalive_socket_options()
+    cfg.socket_options = keepalive_socket_options()
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, connections + 2)
     try:
         api_client = client.ApiClient(cfg)
@@ -194,6 +191,20 @@ def make_client(endpoint, tls, kubeconfig, connections: int):
 
     api_client.user_agent = f"pydns/{__version__}"
     return api_client
+
+
+def keepalive_socket_options() -> list[tuple[int, int, int]]:
+    """urllib3's socket options plus client-go's TCP keepalive (30 s idle, then a probe every
+    15 s, 9 probes): a peer that vanished without a word ends a watch even between bookmarks."""
+    import socket
+
+    from urllib3.connection import HTTPConnection
+
+    options = [*HTTPConnection.default_socket_options, (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 9)):
+        if hasattr(socket, name):  # Linux names; other systems keep their defaults
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
 
 
 def describe(exc: BaseException) -> str:
