@@ -17,8 +17,6 @@ what it touched.  ``replace`` applies the differences and deletes what the list 
 in one call: a query sees the state before or the state after, never a mix.  A source that
 reduces each page of a list as it arrives (``reduce`` reads nothing but the options) holds
 one raw page at a time, then the reduced list until ``replace_reduced`` swaps it in.
-(``upsert_all``/``retain`` apply a list page by page instead, which queries can see half
-done.)
 
 What queries read (see ``__init__.py``): ``table`` (wire name, qtype) -> ready ``Answer``,
 one dict lookup; on a miss, ``lookup(key, zone)`` renders the name from the store
@@ -132,18 +130,6 @@ class Index:
         """``replace`` with entries from ``reduce``: store what changed, delete what is missing, in one step."""
         if kind in self._readers:
             self._remove_unseen(kind, self._store(kind, entries))
-            self._commit()
-
-    def upsert_all(self, kind: str, objects: list[dict], seen: set) -> None:
-        """Apply one page of a list, adding the keys of its objects to ``seen`` (see ``retain``)."""
-        if kind in self._readers:
-            seen |= self._store(kind, self.reduce(kind, objects))
-            self._commit()
-
-    def retain(self, kind: str, seen: set) -> None:
-        """Delete every object of ``kind`` whose key is not in ``seen`` (the end of a paged list)."""
-        if kind in self._readers:
-            self._remove_unseen(kind, seen)
             self._commit()
 
     # ---------------------------------------------------------------- applying
