@@ -6,3 +6,12 @@ reload_failed = 0
 # Called as hook(req, answer) for queries that match no server block's zone (answered
 # REFUSED before any chain runs), so that metrics can count them as CoreDNS does.
 unrouted_hooks: list = []
+
+# UDP errors by cause ("message too long", "buffer full", an errno name): counted and each
+# cause logged once by pydns.udp.
+udp_send_errors: dict[str, int] = {}
+udp_receive_errors: dict[str, int] = {}
+# The UDP listeners open now, and the kernel drops their closed predecessors had, per
+# listener label (pydns.udp.listener_drops reads the open ones' from /proc at scrape time).
+udp_listeners: set = set()
+udp_closed_drops: dict[str, int] = {}

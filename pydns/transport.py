@@ -84,19 +84,56 @@ def wildcard_family() -> tuple[str, int]:
     return "0.0.0.0", socket.AF_INET
 
 
-def make_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+# The UDP receive buffer asked for by default (``-so-rcvbuf``): room for a burst of some
+# thousands of queries while the loop is busy, as Unbound's so-rcvbuf advice (4m).
+DEFAULT_RCVBUF = 4 << 20
+_capped_logged = False
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a ``size``-byte receive buffer (0: keep the kernel's default).
+
+    SO_RCVBUFFORCE goes past the system's cap (net.core.rmem_max) where the process may
+    (CAP_NET_ADMIN); else SO_RCVBUF, which the kernel silently caps: that is logged once.
+    """
+    global _capped_logged
+    if size <= 0:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    # Linux reports twice the size set (the other half is its bookkeeping); others report it as set.
+    if got < size and not _capped_logged:
+        _capped_logged = True
+        log.warning("UDP receive buffer is %d bytes, not the %d asked (-so-rcvbuf): the kernel caps it; "
+                    "raise net.core.rmem_max to allow more", got, size)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '4m', '512k', '8388608' (Unbound's notation; k, m, g are powers of 1024)."""
+    text = text.strip().lower()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if scale != 1 else text
+    if not digits.isdigit():
+        raise ValueError(f"not a size: {text!r} (say 4m, 512k or a number of bytes)")
+    return int(digits) * scale
+
+
+def make_sockets(host: str, port: int, rcvbuf: int = DEFAULT_RCVBUF) -> tuple[socket.socket, socket.socket]:
     """Bound UDP and TCP sockets for host:port (host '' means every address)."""
     # Port 0: the free UDP port may be taken for TCP by another process; try another one.
     for _ in range(19 if port == 0 else 0):
         try:
-            return _bound_pair(host, port)
+            return _bound_pair(host, port, rcvbuf)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-    return _bound_pair(host, port)
+    return _bound_pair(host, port, rcvbuf)
 
 
-def _bound_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+def _bound_pair(host: str, port: int, rcvbuf: int) -> tuple[socket.socket, socket.socket]:
     if host == "":
         host, family = wildcard_family()
     else:
@@ -108,6 +145,7 @@ def _bound_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
             if family == socket.AF_INET6 and host == "::":
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        set_receive_buffer(udp, rcvbuf)
         udp.bind((host, port))
         # port 0 asks for a free port: use the UDP one for TCP too
         tcp.bind((host, udp.getsockname()[1]))

@@ -13,7 +13,7 @@ import socket
 import tempfile
 import threading
 
-from pydns import eventloop
+from pydns import loops
 from pydns.server import Instance
 
 
@@ -45,12 +45,12 @@ class ServerThread:
         return self
 
     def _run(self) -> None:
-        self.loop = eventloop.new_event_loop()
+        self.loop = loops.new_event_loop()
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._main())
         finally:
-            self.loop.close()
+            loops.close(self.loop)
 
     async def _main(self) -> None:
         self._done = asyncio.Event()
