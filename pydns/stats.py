@@ -11,6 +11,7 @@ unrouted_hooks: list = []
 # cause logged once by pydns.udp.
 udp_send_errors: dict[str, int] = {}
 udp_receive_errors: dict[str, int] = {}
+udp_pending_overflows = 0  # queries answered SERVFAIL because too many answers were waiting
 # The UDP listeners open now, and the kernel drops their closed predecessors had, per
 # listener label (pydns.udp.listener_drops reads the open ones' from /proc at scrape time).
 udp_listeners: set = set()

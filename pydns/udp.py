@@ -24,7 +24,7 @@ import socket
 
 from pydns import stats
 from pydns.transport import Router, dispatch, settle
-from pydns.wire import Answer, MalformedQuery, Request, badvers
+from pydns.wire import SERVFAIL, Answer, MalformedQuery, Request, badvers, status
 
 log = logging.getLogger("pydns")
 
@@ -33,6 +33,9 @@ class UDPListener:
     """A UDP socket answered on the event loop."""
 
     BATCH = 256
+    # Answers waiting on the loop (forwarded, mostly): each is a task holding its query.
+    # Past this many, a query that would wait is answered SERVFAIL at once.
+    MAX_PENDING = 10_000
 
     def __init__(self, router: Router, label: str, sock: socket.socket):
         self.router = router
@@ -41,6 +44,7 @@ class UDPListener:
         self.inode = os.fstat(sock.fileno()).st_ino  # its row in /proc/net/udp (kernel drops)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+        self.pending = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -74,6 +78,9 @@ class UDPListener:
                 return
             except OSError as exc:  # nothing a client can cause on an unconnected socket
                 count_error(stats.udp_receive_errors, exc, f"UDP listener {self.label}: receive")
+                if not self.closed:  # uvloop stops watching a socket that reported an error
+                    self.loop.remove_reader(self.sock.fileno())
+                    self.loop.add_reader(self.sock.fileno(), self._readable)
                 return
             try:
                 answer(data, addr)
@@ -93,18 +100,37 @@ class UDPListener:
             return
         result = dispatch(self.router, req)
         if isinstance(result, Answer):
-            self._send(req.render(result), addr)
-        else:
+            out = req.render(result)
+            try:
+                self.sock.sendto(out, addr)  # _send, inlined: this is the hot path
+            except OSError as exc:
+                self._send_failed(exc, out, addr)
+        elif self.pending < self.MAX_PENDING:
+            self.pending += 1
             asyncio.ensure_future(self._later(req, result, addr))
+        else:
+            asyncio.ensure_future(result).cancel()  # never run: whatever it would wait for
+            stats.udp_pending_overflows += 1
+            if stats.udp_pending_overflows == 1:
+                log.warning("UDP listener %s: %d answers already wait on the loop; answering SERVFAIL past that "
+                            "(counted in pydns_udp_pending_overflows_total, logged only once)", self.label,
+                            self.MAX_PENDING)
+            self._send(req.render(status(SERVFAIL)), addr)
 
     def _send(self, out: bytes, addr) -> None:
         try:
             self.sock.sendto(out, addr)
         except OSError as exc:
-            count_error(stats.udp_send_errors, exc, f"UDP listener {self.label}: reply of {len(out)} bytes to {addr[0]}")
+            self._send_failed(exc, out, addr)
+
+    def _send_failed(self, exc: OSError, out: bytes, addr) -> None:
+        count_error(stats.udp_send_errors, exc, f"UDP listener {self.label}: reply of {len(out)} bytes to {addr[0]}")
 
     async def _later(self, req: Request, result, addr) -> None:
-        answer = await settle(req, result)
+        try:
+            answer = await settle(req, result)
+        finally:
+            self.pending -= 1
         if not self.closed:
             self._send(req.render(answer), addr)
 

@@ -293,3 +293,22 @@ def test_a_stalled_upstream_does_not_delay_in_cluster_answers(serve, tmp_path):
                 assert a_records(msg) == ["10.0.0.1"]
             assert len(up.queries) >= 100  # the forwarded queries were really in flight
     assert worst < 0.5, f"an in-cluster answer took {worst * 1000:.0f} ms behind the stalled upstream"
+
+
+def test_answers_waiting_on_an_upstream_are_bounded(serve, monkeypatch):
+    """Past the bound, a query that would wait on a stalled upstream is answered SERVFAIL at
+    once; names answered without waiting are unaffected."""
+    from pydns import udp
+    from pydns.testing.upstream import Upstream
+
+    monkeypatch.setattr(udp.UDPListener, "MAX_PENDING", 20)
+    with Upstream(mode="dead") as up:
+        srv = serve(f".:0 {{\n bind 127.0.0.1\n forward example. 127.0.0.1:{up.port}\n whoami\n}}\n")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waiting:
+            for i in range(20):
+                waiting.sendto(dns.message.make_query(f"n{i}.example.", "A").to_wire(), srv.address)
+            time.sleep(0.3)
+            asked = time.monotonic()
+            reply = srv.query("one-more.example.", "A", timeout=2)
+            assert reply.rcode() == dns.rcode.SERVFAIL and time.monotonic() - asked < 1.0
+            assert srv.query("known.", "A").rcode() == dns.rcode.NOERROR  # whoami: no waiting

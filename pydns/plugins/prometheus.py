@@ -18,7 +18,8 @@ names and labels:
 * ``coredns_plugin_enabled{server, zone, view, name}``, ``coredns_build_info{version,
   revision, goversion}`` (goversion holds the Python version), ``coredns_panics_total``,
   ``coredns_reload_failed_total``, pydns's own ``pydns_udp_receive_drops_total{server}``,
-  ``pydns_udp_send_errors_total{cause}`` and ``pydns_udp_receive_errors_total{cause}``, and
+  ``pydns_udp_send_errors_total{cause}``, ``pydns_udp_receive_errors_total{cause}`` and
+  ``pydns_udp_pending_overflows_total``, and
   the ``process_*`` and ``python_*`` metrics.
 
 ``server`` is the listener (``dns://:53``, ``dns://127.0.0.1:53`` with *bind*), ``zone`` the
@@ -216,6 +217,9 @@ def _udp_families():
         for cause, n in list(counts.items()):
             family.add_metric((cause,), n)
         yield family
+    yield CounterMetricFamily("pydns_udp_pending_overflows", "UDP queries answered SERVFAIL at once because a "
+                              "listener had too many answers waiting (forwarded) already.",
+                              value=stats.udp_pending_overflows)
 
 
 class QueryCollector:
