@@ -231,13 +231,18 @@ def stop_all(servers, timeout: float = 2.0) -> None:
         srv.stop(timeout)
 
 
-def start_pydns(name: str, corefile: str, workdir: str, core: int | None = SERVER_CORE) -> tuple[Server, int]:
+# pydns on asyncio's own event loop even where uvloop is installed (to compare the two)
+STANDARD_LOOP = "from pydns import loops, cli; loops.uvloop = None; raise SystemExit(cli.main())"
+
+
+def start_pydns(name: str, corefile: str, workdir: str, core: int | None = SERVER_CORE,
+                standard_loop: bool = False) -> tuple[Server, int]:
     """pydns as ``python -m pydns -conf FILE`` on a free port; the Corefile's ``PORT`` is filled in."""
     port = free_port()
     path = os.path.join(workdir, f"{name}.Corefile")
     with open(path, "w") as fh:
         fh.write(corefile.replace("PORT", str(port)))
-    cmd = [sys.executable, "-m", "pydns", "-conf", path, "-quiet"]
+    cmd = [sys.executable, *(("-c", STANDARD_LOOP) if standard_loop else ("-m", "pydns")), "-conf", path, "-quiet"]
     if core is not None:
         cmd = pinned(cmd, core)
     return Server(name, cmd, port, env=pydns_env(), cwd=ROOT, log_dir=workdir), port
