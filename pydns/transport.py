@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import socket
+import sys
 
 from pydns import stats
 from pydns.plugin import DNSError
@@ -111,6 +112,37 @@ def set_receive_buffer(sock: socket.socket, size: int) -> None:
                     "raise net.core.rmem_max to allow more", got, size)
 
 
+# The ancillary data that tells the address a datagram was sent to.  Python 3.11 names only
+# the IPv6 one; IP_PKTINFO is 8 on Linux.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8 if sys.platform.startswith("linux") else None)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", None)
+WILDCARDS = ("", "0.0.0.0", "::")
+_no_pktinfo_logged = False
+
+
+def receive_destination(sock: socket.socket) -> bool:
+    """Ask the kernel for each datagram's destination address (and interface) on a socket
+    bound to every address, so that the reply can be sent from the address the client
+    asked.  False (said once in the log) where the platform cannot."""
+    global _no_pktinfo_logged
+    try:
+        if sock.family == socket.AF_INET6 and IPV6_RECVPKTINFO is not None:
+            # on a dual-stack socket this covers IPv4 too, as v4-mapped addresses
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            return True
+        if sock.family == socket.AF_INET and IP_PKTINFO is not None:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            return True
+    except OSError:
+        pass
+    if not _no_pktinfo_logged:
+        _no_pktinfo_logged = True
+        log.warning("this platform cannot tell which local address a UDP query was sent to (no IP_PKTINFO / "
+                    "IPV6_RECVPKTINFO): listeners on every address reply from the address the kernel picks, which "
+                    "clients reject when it is another one; use the bind plugin to listen on each address instead")
+    return False
+
+
 def parse_size(text: str) -> int:
     """Bytes from '4m', '512k', '8388608' (Unbound's notation; k, m, g are powers of 1024)."""
     text = text.strip().lower()
@@ -146,6 +178,8 @@ def _bound_pair(host: str, port: int, rcvbuf: int) -> tuple[socket.socket, socke
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         set_receive_buffer(udp, rcvbuf)
+        if host in WILDCARDS:
+            receive_destination(udp)
         udp.bind((host, port))
         # port 0 asks for a free port: use the UDP one for TCP too
         tcp.bind((host, udp.getsockname()[1]))

@@ -12,6 +12,13 @@ The batch bounds how long one busy socket keeps the loop: after ``BATCH`` datagr
 loop runs its other callbacks (TCP, timers, cluster watches, other sockets) before it reads
 this socket again.  What queues up meanwhile waits in the socket's receive buffer, which is
 made large (``-so-rcvbuf``) so that a burst of clients is queued rather than dropped.
+
+A socket bound to every address (``.:53`` without *bind*) reads each datagram with
+``recvmsg`` and its destination address (``IP_PKTINFO`` / ``IPV6_PKTINFO``), and sends the
+reply from that address with ``sendmsg``: otherwise the kernel picks the source, and a
+client that asked another local address (a service IP on a dummy interface, 127.0.0.53)
+drops the reply as coming from a stranger.  Sockets bound to one address keep the cheaper
+``recvfrom``/``sendto``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import os
 import socket
 
 from pydns import stats
-from pydns.transport import Router, dispatch, settle
+from pydns.transport import IP_PKTINFO, IPV6_RECVPKTINFO, Router, dispatch, settle
 from pydns.wire import SERVFAIL, Answer, MalformedQuery, Request, badvers, status
 
 log = logging.getLogger("pydns")
@@ -45,11 +52,14 @@ class UDPListener:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         self.pending = 0
+        self.pktinfo = receives_destination(sock)
+        # received destination control data -> (control data of the reply, destination address)
+        self._replies: dict[bytes, tuple[list, str]] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         stats.udp_listeners.add(self)
-        loop.add_reader(self.sock.fileno(), self._readable)
+        loop.add_reader(self.sock.fileno(), self._readable_pktinfo if self.pktinfo else self._readable)
 
     @property
     def sockname(self):
@@ -78,9 +88,7 @@ class UDPListener:
                 return
             except OSError as exc:  # nothing a client can cause on an unconnected socket
                 count_error(stats.udp_receive_errors, exc, f"UDP listener {self.label}: receive")
-                if not self.closed:  # uvloop stops watching a socket that reported an error
-                    self.loop.remove_reader(self.sock.fileno())
-                    self.loop.add_reader(self.sock.fileno(), self._readable)
+                self._receive_failed(exc)
                 return
             try:
                 answer(data, addr)
@@ -88,26 +96,71 @@ class UDPListener:
                 stats.panics += 1
                 log.exception("UDP listener %s: error while answering", self.label)
 
-    def _answer(self, data: bytes, addr) -> None:
+    def _readable_pktinfo(self) -> None:
+        """``_readable`` for a socket bound to every address: each datagram with its destination."""
+        recv, answer, reply_from = self.sock.recvmsg, self._answer, self._reply_from
+        for _ in range(self.BATCH):
+            try:
+                data, ancdata, _flags, addr = recv(65535, CONTROL_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._receive_failed(exc)
+                return
+            try:
+                answer(data, addr, reply_from(ancdata))
+            except Exception:
+                stats.panics += 1
+                log.exception("UDP listener %s: error while answering", self.label)
+
+    def _reply_from(self, ancdata: list) -> tuple[list, str] | None:
+        """The reply's control data and the query's destination address, from the query's."""
+        for level, kind, data in ancdata:
+            reply = self._replies.get(data)
+            if reply is None:
+                reply = reply_control(level, kind, data)
+                if reply is None:
+                    continue
+                if len(self._replies) >= 1024:  # as many as local addresses and interfaces: rarely
+                    self._replies.clear()
+                self._replies[data] = reply
+            return reply
+        return None
+
+    def _receive_failed(self, exc: OSError) -> None:
+        count_error(stats.udp_receive_errors, exc, f"UDP listener {self.label}: receive")
+        if not self.closed:  # uvloop stops watching a socket that reported an error
+            fd = self.sock.fileno()
+            self.loop.remove_reader(fd)
+            self.loop.add_reader(fd, self._readable_pktinfo if self.pktinfo else self._readable)
+
+    def _answer(self, data: bytes, addr, reply_from: tuple[list, str] | None = None) -> None:
         try:
             req = Request(data, "udp", addr, self.label)
         except MalformedQuery as bad:
             if bad.reply is not None:
-                self._send(bad.reply, addr)
+                self._send(bad.reply, addr, reply_from)
             return
+        if reply_from is not None:
+            req.local_ip = reply_from[1]  # the log plugin's {local}
+            if addr[0].startswith("::ffff:"):  # an IPv4 client of a dual-stack socket: IPv4, as CoreDNS shows it
+                req.remote = (addr[0][7:], addr[1])
         if req.badvers:
-            self._send(badvers(req), addr)
+            self._send(badvers(req), addr, reply_from)
             return
         result = dispatch(self.router, req)
         if isinstance(result, Answer):
             out = req.render(result)
-            try:
-                self.sock.sendto(out, addr)  # _send, inlined: this is the hot path
+            try:  # _send, inlined: this is the hot path
+                if reply_from is None:
+                    self.sock.sendto(out, addr)
+                else:
+                    self.sock.sendmsg((out,), reply_from[0], 0, addr)
             except OSError as exc:
                 self._send_failed(exc, out, addr)
         elif self.pending < self.MAX_PENDING:
             self.pending += 1
-            asyncio.ensure_future(self._later(req, result, addr))
+            asyncio.ensure_future(self._later(req, result, addr, reply_from))
         else:
             asyncio.ensure_future(result).cancel()  # never run: whatever it would wait for
             stats.udp_pending_overflows += 1
@@ -115,24 +168,63 @@ class UDPListener:
                 log.warning("UDP listener %s: %d answers already wait on the loop; answering SERVFAIL past that "
                             "(counted in pydns_udp_pending_overflows_total, logged only once)", self.label,
                             self.MAX_PENDING)
-            self._send(req.render(status(SERVFAIL)), addr)
+            self._send(req.render(status(SERVFAIL)), addr, reply_from)
 
-    def _send(self, out: bytes, addr) -> None:
+    def _send(self, out: bytes, addr, reply_from: tuple[list, str] | None = None) -> None:
         try:
-            self.sock.sendto(out, addr)
+            if reply_from is None:
+                self.sock.sendto(out, addr)
+            else:
+                self.sock.sendmsg((out,), reply_from[0], 0, addr)
         except OSError as exc:
             self._send_failed(exc, out, addr)
 
     def _send_failed(self, exc: OSError, out: bytes, addr) -> None:
         count_error(stats.udp_send_errors, exc, f"UDP listener {self.label}: reply of {len(out)} bytes to {addr[0]}")
 
-    async def _later(self, req: Request, result, addr) -> None:
+    async def _later(self, req: Request, result, addr, reply_from: tuple[list, str] | None) -> None:
         try:
             answer = await settle(req, result)
         finally:
             self.pending -= 1
         if not self.closed:
-            self._send(req.render(answer), addr)
+            self._send(req.render(answer), addr, reply_from)
+
+
+# Room for one in6_pktinfo (16-byte address, interface index), the larger of the two.
+CONTROL_SPACE = socket.CMSG_SPACE(20)
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def receives_destination(sock: socket.socket) -> bool:
+    """Was the socket asked for each datagram's destination (pydns.transport.receive_destination)?"""
+    try:
+        if sock.family == socket.AF_INET6 and IPV6_RECVPKTINFO is not None:
+            return bool(sock.getsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO))
+        if sock.family == socket.AF_INET and IP_PKTINFO is not None:
+            return bool(sock.getsockopt(socket.IPPROTO_IP, IP_PKTINFO))
+    except OSError:
+        pass
+    return False
+
+
+def reply_control(level: int, kind: int, data: bytes) -> tuple[list, str] | None:
+    """The control data that sends a reply from the address a query's control data names
+    (``None`` for other control data), and that address as text.
+
+    IPv6: the same address and interface (a link-local address needs its interface).
+    IPv4, and IPv4 as v4-mapped on a dual-stack socket: the address only, the interface
+    left to routing, as Unbound does.
+    """
+    if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
+        addr = data[:16]
+        if addr[:12] == _V4_MAPPED:
+            return [(level, kind, addr + bytes(4))], socket.inet_ntop(socket.AF_INET, addr[12:])
+        return [(level, kind, data[:20])], socket.inet_ntop(socket.AF_INET6, addr)
+    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+        # in_pktinfo: interface index, the local address (ipi_spec_dst), the header's destination
+        return [(level, kind, bytes(4) + data[8:12] + bytes(4))], socket.inet_ntop(socket.AF_INET, data[8:12])
+    return None
 
 
 def kernel_drops(labels: dict[int, str]) -> dict[str, int]:
