@@ -150,14 +150,7 @@ class UDPListener:
             return
         result = dispatch(self.router, req)
         if isinstance(result, Answer):
-            out = req.render(result)
-            try:  # _send, inlined: this is the hot path
-                if reply_from is None:
-                    self.sock.sendto(out, addr)
-                else:
-                    self.sock.sendmsg((out,), reply_from[0], 0, addr)
-            except OSError as exc:
-                self._send_failed(exc, out, addr)
+            self._send(req.render(result), addr, reply_from)
         elif self.pending < self.MAX_PENDING:
             self.pending += 1
             asyncio.ensure_future(self._later(req, result, addr, reply_from))
@@ -177,10 +170,7 @@ class UDPListener:
             else:
                 self.sock.sendmsg((out,), reply_from[0], 0, addr)
         except OSError as exc:
-            self._send_failed(exc, out, addr)
-
-    def _send_failed(self, exc: OSError, out: bytes, addr) -> None:
-        count_error(stats.udp_send_errors, exc, f"UDP listener {self.label}: reply of {len(out)} bytes to {addr[0]}")
+            count_error(stats.udp_send_errors, exc, f"UDP listener {self.label}: reply of {len(out)} bytes to {addr[0]}")
 
     async def _later(self, req: Request, result, addr, reply_from: tuple[list, str] | None) -> None:
         try:

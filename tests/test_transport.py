@@ -182,26 +182,18 @@ def test_tcp_and_cluster_changes_are_served_during_a_udp_flood(tmp_path):
 
 def test_a_start_up_that_fails_late_closes_its_listeners(tmp_path):
     """A plugin failing once the sockets are open must not leave them behind."""
-    from pydns.plugin import REGISTRY, Plugin, register
-    from pydns.testing import ServerThread
+    from pydns.plugin import Plugin
+    from pydns.testing import ServerThread, plugin_named
 
     class FailsWhenStarted(Plugin):
         async def started(self):
             raise RuntimeError("cannot announce")
 
-    previous = REGISTRY.get("erratic")
-    register("erratic")(FailsWhenStarted)
     port = free_port()
     path = tmp_path / "Corefile"
     path.write_text(f".:{port} {{\n bind 127.0.0.1\n erratic\n whoami\n}}\n")
-    try:
-        with pytest.raises(RuntimeError, match="cannot announce"):
-            ServerThread("", path=str(path)).start()
-    finally:
-        if previous is None:
-            REGISTRY.pop("erratic", None)
-        else:
-            REGISTRY["erratic"] = previous
+    with plugin_named("erratic", FailsWhenStarted), pytest.raises(RuntimeError, match="cannot announce"):
+        ServerThread("", path=str(path)).start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -234,7 +226,8 @@ def test_a_listener_survives_an_error_outside_the_chain(serve, monkeypatch, capl
 def timer_plugin():
     """A plugin ``timer`` that answers at once and sets a 1 ms timer while answering; the
     times it set and fired each timer are in ``timer_plugin``."""
-    from pydns.plugin import REGISTRY, Plugin, register
+    from pydns.plugin import Plugin
+    from pydns.testing import plugin_named
     from pydns.wire import Answer
 
     fired: list[tuple[float, float]] = []
@@ -246,13 +239,8 @@ def timer_plugin():
             loop.call_later(0.001, lambda: fired.append((set_at, loop.time())))
             return Answer.build(req.key, req.qtype, 0)
 
-    previous = REGISTRY.get("erratic")
-    register("erratic")(Timer)
-    yield fired
-    if previous is None:
-        REGISTRY.pop("erratic", None)
-    else:
-        REGISTRY["erratic"] = previous
+    with plugin_named("erratic", Timer):
+        yield fired
 
 
 def test_a_timer_set_while_answering_udp_fires_on_time(serve, timer_plugin):

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -129,3 +130,20 @@ def free_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port")
+
+
+@contextlib.contextmanager
+def plugin_named(name: str, cls):
+    """Register ``cls`` as the plugin ``name`` (a Corefile directive) for the ``with`` block,
+    then put back whatever was registered under that name before."""
+    from pydns.plugin import REGISTRY, register
+
+    previous = REGISTRY.get(name)
+    register(name)(cls)
+    try:
+        yield cls
+    finally:
+        if previous is None:
+            REGISTRY.pop(name, None)
+        else:
+            REGISTRY[name] = previous
