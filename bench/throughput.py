@@ -6,6 +6,8 @@ The same generated cluster is served by:
 
     pydns          kubernetes plugin, manifests source (the in-cluster answers)
     pydns-asyncio  the same on asyncio's own event loop instead of uvloop (when installed)
+    pydns-pktinfo  the same, its socket read as a wildcard listener's is (the destination of
+                   each datagram with recvmsg, the reply sent from it with sendmsg)
     pydns-kubeadm  the same behind kubeadm's plugins (errors, health, ready, prometheus, cache,
                    loadbalance, loop, reload, forward): what a real deployment pays
     pydns-cache    cache + forward to an upstream: names answered from the cache
@@ -54,6 +56,7 @@ IN_CLUSTER_KINDS = ("a", "headless", "srv", "aaaa", "nx", "mix")
 KIND_SERVERS = {
     "pydns": IN_CLUSTER_KINDS,
     "pydns-asyncio": ("a", "mix"),
+    "pydns-pktinfo": ("a", "mix"),
     "pydns-kubeadm": ("mix",),
     "pydns-cache": ("ext",),
     "dnsmasq": (*IN_CLUSTER_KINDS, "ext"),
@@ -118,6 +121,7 @@ PLUGINS_NEEDED = {
     "pydns-forward": {"forward", "bind"},
     "pydns": {"kubernetes", "bind"},
     "pydns-asyncio": {"kubernetes", "bind"},
+    "pydns-pktinfo": {"kubernetes", "bind"},
     "pydns-kubeadm": {"kubernetes", "bind", "errors", "health", "ready", "prometheus", "cache", "loop", "reload",
                       "loadbalance"},
     "pydns-cache": {"cache", "forward", "bind"},
@@ -169,9 +173,9 @@ def start_servers(names: set[str], paths: dict, workdir: str, upstream_port: int
     servers: dict[str, Server] = {}
     manifests = paths["yaml"]
     for name in sorted(names):
-        if name in ("pydns", "pydns-asyncio"):
-            servers[name], _ = start_pydns(name, COREFILE_PYDNS.replace("MANIFESTS", manifests), workdir,
-                                           standard_loop=name == "pydns-asyncio")
+        if name in ("pydns", "pydns-asyncio", "pydns-pktinfo"):
+            variant = {"pydns-asyncio": "standard-loop", "pydns-pktinfo": "pktinfo"}.get(name)
+            servers[name], _ = start_pydns(name, COREFILE_PYDNS.replace("MANIFESTS", manifests), workdir, variant=variant)
         elif name == "pydns-kubeadm":
             text = COREFILE_KUBEADM.replace("MANIFESTS", manifests)
             for key in ("HEALTH", "READY", "METRICS"):
@@ -301,6 +305,8 @@ def ratios(med: dict) -> dict:
                                                            get("dnsmasq-nosrv", "qps_per_core")),
             "cpu_kubeadm_over_pydns": ratio(get("pydns-kubeadm", "cpu_us"), get("pydns", "cpu_us")),
             "cpu_asyncio_over_pydns": ratio(get("pydns-asyncio", "cpu_us"), get("pydns", "cpu_us")),
+            "cpu_pktinfo_over_pydns": ratio(get("pydns-pktinfo", "cpu_us"), get("pydns", "cpu_us")),
+            "saturated_cpu_pktinfo_over_pydns": ratio(get("pydns-pktinfo", "max_cpu_us"), get("pydns", "max_cpu_us")),
             "cpu_forward_pydns_over_dnsmasq": ratio(get("pydns-forward", "cpu_us"), get("dnsmasq-forward", "cpu_us")),
             "qps_per_core_forward_pydns_over_dnsmasq": ratio(get("pydns-forward", "qps_per_core"),
                                                              get("dnsmasq-forward", "qps_per_core")),
@@ -331,6 +337,8 @@ def summary_line(result: dict) -> str:
                      f"per core-second {fmt(r['qps_per_core_pydns_over_dnsmasq'], 2)}x)")
     if head and rat[head].get("cpu_asyncio_over_pydns") is not None:
         parts.append(f"asyncio's loop/uvloop: CPU {fmt(rat[head]['cpu_asyncio_over_pydns'], 2)}x")
+    if head and rat[head].get("cpu_pktinfo_over_pydns") is not None:
+        parts.append(f"wildcard path (recvmsg/sendmsg)/bound: CPU {fmt(rat[head]['cpu_pktinfo_over_pydns'], 2)}x")
     best = rat.get("mix-nosrv", {})
     if best.get("cpu_pydns_over_dnsmasq_nosrv") is not None:
         parts.append(f"mix without SRV vs dnsmasq without SRV records: CPU {fmt(best['cpu_pydns_over_dnsmasq_nosrv'], 2)}x, "
@@ -358,7 +366,7 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", default="a,headless,srv,aaaa,nx,mix,ext,fwd",
                    help="query kinds, from: " + ", ".join(f"{k} ({v})" for k, v in gen_cluster.KIND_HELP.items()).replace("%", "%%")
                    + f", fwd (names under {FORWARDED_ZONE}, each forwarded)")
-    p.add_argument("--servers", default="pydns,pydns-asyncio,pydns-kubeadm,pydns-cache,dnsmasq,dnsmasq-nosrv,dnslib,"
+    p.add_argument("--servers", default="pydns,pydns-asyncio,pydns-pktinfo,pydns-kubeadm,pydns-cache,dnsmasq,dnsmasq-nosrv,dnslib,"
                    "pydns-forward,dnsmasq-forward",
                    help="servers to run (default %(default)s)")
     p.add_argument("--queries", type=int, default=10000, help="lines per query file (default %(default)s)")
