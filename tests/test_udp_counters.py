@@ -1,0 +1,109 @@
+"""What the kernel drops and what a UDP send refuses is counted, not lost silently.
+
+* Kernel drops on a listener's socket (its receive buffer full) are read from
+  /proc/net/udp and exported as ``pydns_udp_receive_drops_total``; ``-so-rcvbuf`` sets the
+  buffer (a tiny one here, so that a burst overflows it).
+* A reply ``sendto`` refuses (EMSGSIZE: larger than a datagram can be) is counted per cause
+  in ``pydns_udp_send_errors_total`` and logged once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import dns.message
+import dns.query
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pydns.testing import free_port, plugin_named
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.timeout(60)
+
+
+def metric(port: int, name: str, **labels) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        body = resp.read().decode()
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def proc_drops(port: int) -> int:
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as fh:
+        return sum(int(f[12]) for f in (line.split() for line in fh) if len(f) >= 13 and f[1] == local)
+
+
+def test_kernel_drops_on_a_listener_are_exported(tmp_path):
+    port, metrics = free_port(), free_port()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(f".:{port} {{\n bind 127.0.0.1\n prometheus 127.0.0.1:{metrics}\n whoami\n}}\n")
+    server = subprocess.Popen([sys.executable, "-m", "pydns", "-conf", str(corefile), "-so-rcvbuf", "4k", "-quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        query = dns.message.make_query("example.org.", "A")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+                break
+            except (OSError, dns.exception.Timeout):
+                assert time.monotonic() < deadline and server.poll() is None, "pydns did not start"
+        assert metric(metrics, "pydns_udp_receive_drops_total", server=f"dns://127.0.0.1:{port}") == 0
+        wire = query.to_wire()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as burst:
+            burst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            for _ in range(3000):  # far faster than any server answers: a 4 KiB buffer overflows
+                burst.sendto(wire, ("127.0.0.1", port))
+        time.sleep(0.5)
+        dropped = proc_drops(port)
+        assert dropped > 0
+        assert metric(metrics, "pydns_udp_receive_drops_total", server=f"dns://127.0.0.1:{port}") == dropped
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def test_a_reply_too_large_for_a_datagram_is_counted_and_logged_once(serve, caplog):
+    """An answer between 65,507 bytes (the most an IPv4 datagram carries) and the client's
+    EDNS size of 65,535 passes truncation and is refused by sendto (EMSGSIZE)."""
+    from dnslib import QTYPE, RR, TXT
+
+    from pydns.plugin import Plugin
+    from pydns.wire import Answer
+
+    def oversized(req) -> Answer:
+        name = req.lname
+        records = [RR(name, QTYPE.TXT, rdata=TXT(["x" * 255]), ttl=60) for _ in range(244)]
+        answer = Answer.build(name, QTYPE.TXT, answer=records)
+        pad = 65_520 - len(req.render(answer))  # lengthen the last string to reach 65,520 bytes
+        records[-1] = RR(name, QTYPE.TXT, rdata=TXT(["x" * 255, "y" * (pad - 1)]), ttl=60)
+        return Answer.build(name, QTYPE.TXT, answer=records)
+
+    class Oversized(Plugin):
+        def serve(self, req):
+            return oversized(req) if req.lname.startswith("big.") else self.next.serve(req)
+
+    metrics = free_port()
+    with plugin_named("erratic", Oversized):
+        srv = serve(f".:0 {{\n bind 127.0.0.1\n prometheus 127.0.0.1:{metrics}\n erratic\n whoami\n}}\n")
+        big = dns.message.make_query("big.example.", "TXT", use_edns=0, payload=65535)
+        before = metric(metrics, "pydns_udp_send_errors_total", cause="message too long")  # counters are per process
+        for _ in range(2):
+            with pytest.raises(dns.exception.Timeout):
+                dns.query.udp(big, "127.0.0.1", port=srv.port, timeout=0.5)
+        assert metric(metrics, "pydns_udp_send_errors_total", cause="message too long") == before + 2
+        assert srv.query("small.example.", "A").rcode() == 0  # the listener goes on
+    logged = [r for r in caplog.records if "message too long" in r.getMessage()]
+    assert len(logged) == (1 if before == 0 else 0)
+    assert all("65520 bytes" in r.getMessage() for r in logged)
