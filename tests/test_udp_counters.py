@@ -107,3 +107,10 @@ def test_a_reply_too_large_for_a_datagram_is_counted_and_logged_once(serve, capl
     logged = [r for r in caplog.records if "message too long" in r.getMessage()]
     assert len(logged) == (1 if before == 0 else 0)
     assert all("65520 bytes" in r.getMessage() for r in logged)
+
+
+def test_a_receive_buffer_size_that_is_not_a_size_is_refused_clearly():
+    out = subprocess.run([sys.executable, "-m", "pydns", "-so-rcvbuf", "4q", "-validate"], capture_output=True,
+                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=30)
+    assert out.returncode == 2
+    assert "-so-rcvbuf: not a size: '4q' (say 4m, 512k or a number of bytes)" in out.stderr
