@@ -87,7 +87,6 @@ class UDPListener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # nothing a client can cause on an unconnected socket
-                count_error(stats.udp_receive_errors, exc, f"UDP listener {self.label}: receive")
                 self._receive_failed(exc)
                 return
             try:
@@ -109,7 +108,7 @@ class UDPListener:
                 return
             try:
                 answer(data, addr, reply_from(ancdata))
-            except Exception:
+            except Exception:  # as in _readable
                 stats.panics += 1
                 log.exception("UDP listener %s: error while answering", self.label)
 
