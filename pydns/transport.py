@@ -88,6 +88,8 @@ def wildcard_family() -> tuple[str, int]:
 # The UDP receive buffer asked for by default (``-so-rcvbuf``): room for a burst of some
 # thousands of queries while the loop is busy, as Unbound's so-rcvbuf advice (4m).
 DEFAULT_RCVBUF = 4 << 20
+# Python does not name this Linux option; 33 is its number there.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 _capped_logged = False
 
 
@@ -100,16 +102,22 @@ def set_receive_buffer(sock: socket.socket, size: int) -> None:
     global _capped_logged
     if size <= 0:
         return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), size)
-    except OSError:
+    forced = False
+    if SO_RCVBUFFORCE is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+            forced = True
+        except OSError:  # not allowed to: what rmem_max allows
+            pass
+    if not forced:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    # Linux reports twice the size set (the other half is its bookkeeping); others report it as set.
-    if got < size and not _capped_logged:
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if sys.platform.startswith("linux"):
+        granted //= 2  # Linux reports twice the size set: the other half is its bookkeeping
+    if granted < size and not _capped_logged:
         _capped_logged = True
-        log.warning("UDP receive buffer is %d bytes, not the %d asked (-so-rcvbuf): the kernel caps it; "
-                    "raise net.core.rmem_max to allow more", got, size)
+        log.warning("UDP receive buffer is %d bytes, not the %d asked (-so-rcvbuf): the kernel caps it at "
+                    "net.core.rmem_max; raise that to allow more", granted, size)
 
 
 # The ancillary data that tells the address a datagram was sent to.  Python 3.11 names only

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -114,3 +115,31 @@ def test_a_receive_buffer_size_that_is_not_a_size_is_refused_clearly():
                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=30)
     assert out.returncode == 2
     assert "-so-rcvbuf: not a size: '4q' (say 4m, 512k or a number of bytes)" in out.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs setpriv (util-linux) as root")
+def test_a_receive_buffer_the_kernel_caps_is_said_once_at_start(tmp_path):
+    """Without CAP_NET_ADMIN (as in a pod) the kernel caps the buffer at net.core.rmem_max."""
+    with open("/proc/sys/net/core/rmem_max") as fh:
+        rmem_max = int(fh.read())
+    port = free_port()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(f".:{port} {{\n bind 127.0.0.1\n whoami\n}}\n.:{free_port()} {{\n bind 127.0.0.1\n whoami\n}}\n")
+    cmd = ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", sys.executable, "-m", "pydns",
+           "-conf", str(corefile), "-so-rcvbuf", str(2 * rmem_max)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                dns.query.udp(dns.message.make_query("example.org.", "A"), "127.0.0.1", port=port, timeout=0.5)
+                break
+            except (OSError, dns.exception.Timeout):
+                assert time.monotonic() < deadline and server.poll() is None, "pydns did not start"
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=15)
+    warnings = [line for line in err.splitlines() if "UDP receive buffer" in line]
+    assert warnings == [f"[WARNING] UDP receive buffer is {rmem_max} bytes, not the {2 * rmem_max} asked "
+                        "(-so-rcvbuf): the kernel caps it at net.core.rmem_max; raise that to allow more"]
