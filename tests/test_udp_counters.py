@@ -17,12 +17,13 @@ import sys
 import time
 import urllib.request
 
+import dns.exception
 import dns.message
 import dns.query
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pydns.testing import free_port, plugin_named
+from pydns.testing import free_port, plugin_named, wait_until_answering
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.timeout(60)
@@ -52,14 +53,8 @@ def test_kernel_drops_on_a_listener_are_exported(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": ROOT})
     try:
+        wait_until_answering(port, server)
         query = dns.message.make_query("example.org.", "A")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
-                break
-            except (OSError, dns.exception.Timeout):
-                assert time.monotonic() < deadline and server.poll() is None, "pydns did not start"
         assert metric(metrics, "pydns_udp_receive_drops_total", server=f"dns://127.0.0.1:{port}") == 0
         wire = query.to_wire()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as burst:
@@ -130,13 +125,7 @@ def test_a_receive_buffer_the_kernel_caps_is_said_once_at_start(tmp_path):
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": ROOT})
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                dns.query.udp(dns.message.make_query("example.org.", "A"), "127.0.0.1", port=port, timeout=0.5)
-                break
-            except (OSError, dns.exception.Timeout):
-                assert time.monotonic() < deadline and server.poll() is None, "pydns did not start"
+        wait_until_answering(port, server)
     finally:
         server.terminate()
         _out, err = server.communicate(timeout=15)

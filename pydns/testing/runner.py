@@ -147,3 +147,26 @@ def plugin_named(name: str, cls):
             REGISTRY.pop(name, None)
         else:
             REGISTRY[name] = previous
+
+
+def wait_until_answering(port: int, process=None, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    """Wait for a DNS server (a pydns started as a process, say) to answer on ``port``;
+    fail early if ``process`` (a ``subprocess.Popen``) exits first."""
+    import time
+
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    query = dns.message.make_query("example.org.", "A")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dns.query.udp(query, host, port=port, timeout=0.5)
+            return
+        except (OSError, dns.exception.Timeout):
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answered DNS on {host}:{port}") from None
+            time.sleep(0.1)
