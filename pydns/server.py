@@ -19,7 +19,7 @@ from pydns.corefile import CorefileError, ServerBlock, load, parse
 from pydns.httpd import HttpListener, split_hostport
 from pydns.plugin import ORDER, EndOfChain, Plugin, load_plugins, resolve
 from pydns.tcp import TCPListener, settings_of
-from pydns.transport import Router, make_sockets
+from pydns.transport import DEFAULT_RCVBUF, Router, make_sockets
 from pydns.udp import UDPListener
 from pydns.wire import Request
 from pydns.zones import Key, parse_key, to_wire
@@ -178,10 +178,11 @@ def _check_duplicates(configs: list[ServerConfig], problem: Callable[[CorefileEr
 class Instance:
     """The running process: listeners, the current configuration, reloads."""
 
-    def __init__(self, path: str | None, text: str | None = None, dns_port: int = 53):
+    def __init__(self, path: str | None, text: str | None = None, dns_port: int = 53, so_rcvbuf: int = DEFAULT_RCVBUF):
         self.path = path
         self.text = text
         self.dns_port = dns_port
+        self.so_rcvbuf = so_rcvbuf  # bytes asked for each UDP socket's receive buffer (0: the kernel's default)
         self.configs: list[ServerConfig] = []
         self.routers: dict[int, Router] = {}
         self.listeners: dict[tuple[str, int], Listeners] = {}
@@ -297,7 +298,7 @@ class Instance:
                     continue
                 host, port = addr
                 try:
-                    udp_sock, tcp_sock = make_sockets(host, port)
+                    udp_sock, tcp_sock = make_sockets(host, port, self.so_rcvbuf)
                 except OSError as exc:
                     shown = f"[{host}]" if ":" in host else host
                     raise first_key[addr].token.error(f"listen udp {shown}:{port}: {exc.strerror or exc}") from None

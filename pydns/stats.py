@@ -14,3 +14,12 @@ unrouted_hooks: list = []
 tcp_open = 0
 tcp_closed: dict[str, int] = {}
 tcp_send_errors: dict[str, int] = {}
+# UDP errors by cause ("message too long", "buffer full", an errno name): counted and each
+# cause logged once by pydns.udp.
+udp_send_errors: dict[str, int] = {}
+udp_receive_errors: dict[str, int] = {}
+udp_pending_overflows = 0  # queries answered SERVFAIL because too many answers were waiting
+# The UDP listeners open now, and the kernel drops their closed predecessors had, per
+# listener label (pydns.udp.listener_drops reads the open ones' from /proc at scrape time).
+udp_listeners: set = set()
+udp_closed_drops: dict[str, int] = {}

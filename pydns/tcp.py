@@ -107,6 +107,10 @@ class TCPConnection(asyncio.BufferedProtocol):
         listener = self.listener
         self.loop = asyncio.get_running_loop()
         self.peer = transport.get_extra_info("peername")
+        if self.peer is None:  # reset before it was taken in (uvloop asks for the address only now)
+            self.listener.note(stats.tcp_send_errors, "ENOTCONN", "TCP connection gone before it was accepted")
+            transport.abort()
+            return
         self.source = source_key(self.peer)
         if listener.open >= TCP_MAX_CONNECTIONS:
             self._close("connection_cap")
@@ -133,7 +137,8 @@ class TCPConnection(asyncio.BufferedProtocol):
             self.timer = None
         if exc is not None:
             cause = errno.errorcode.get(getattr(exc, "errno", None) or 0, type(exc).__name__)
-            self.listener.note(stats.tcp_send_errors, cause, f"TCP connection from {self.peer[0]} failed: {exc}")
+            peer = self.peer[0] if self.peer else "a client"
+            self.listener.note(stats.tcp_send_errors, cause, f"TCP connection from {peer} failed: {exc}")
         self._release()
 
     def _release(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pydns.corefile import CorefileError, Token
+from pydns.corefile import Token
 from pydns.parser import label_offsets
 
 SUPPORTED_SCHEMES = ("dns",)

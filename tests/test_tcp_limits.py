@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.request
 
-import dns.query
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -226,6 +225,7 @@ def test_replies_for_clients_gone_are_counted_and_logged_once(caplog):
             for _ in range(3):
                 with connect(srv.port) as s:
                     s.sendall(frame("gone.example.org"))
+                    time.sleep(0.1)  # taken in and read: its answer is on the way (the upstream is slow)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
 
             def grew(cause: str) -> float:
@@ -271,3 +271,17 @@ def test_a_client_that_half_closes_gets_every_reply():
                 assert wait_hung_up(s, 2.0) is not None
     finally:
         up.stop()
+
+
+def test_clients_that_reset_at_once_leave_no_trace_but_a_count(caplog):
+    """Connections reset before the loop takes them in (no peer address left to read) are
+    closed and counted; nothing raises in a loop callback, and the listener goes on."""
+    with caplog.at_level(logging.WARNING), ServerThread(".:0 {\n bind 127.0.0.1\n whoami\n}\n") as srv:
+        for _ in range(50):
+            s = connect(srv.port)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # RST at once
+        time.sleep(0.3)
+        assert answers_normally(srv)
+        assert pydns.tcp.stats.tcp_open >= 0
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]

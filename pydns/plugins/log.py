@@ -9,8 +9,9 @@ Syntax::
 NAMES limits logging to queries in those zones (default: all).  FORMAT uses CoreDNS's
 placeholders (``{remote}``, ``{port}``, ``{>id}``, ``{type}``, ``{class}``, ``{name}``,
 ``{proto}``, ``{size}``, ``{>do}``, ``{>bufsize}``, ``{rcode}``, ``{>rflags}``,
-``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``), or the shortcuts ``{common}``
-and ``{combined}``.  CLASSES: ``success``, ``denial``, ``error``, ``all`` (default).
+``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``: the address the query was sent
+to), or the shortcuts ``{common}`` and ``{combined}``.  CLASSES: ``success``, ``denial``,
+``error``, ``all`` (default).
 
 ``{name}`` is printed as miekg/dns prints names: special characters escaped with a
 backslash (``\\.``, ``\\ ``) and other octets outside printable ASCII as ``\\DDD``
@@ -45,6 +46,17 @@ def classify(answer: Answer) -> str:
     if answer.rcode == NXDOMAIN:
         return "denial"
     return "error"
+
+
+def _local_ip(req: Request) -> str:
+    """The address the query was sent to: read from the datagram on a UDP listener bound to
+    every address, else the listener's own (``dns://127.0.0.1:53``); IPv6 in brackets."""
+    ip = getattr(req, "local_ip", None)
+    if ip is None and req.local:
+        ip = req.local.rpartition(":")[0].partition("//")[2].strip("[]")
+    if not ip:
+        return "-"
+    return f"[{ip}]" if ":" in ip else ip
 
 
 class _Rule:
@@ -105,7 +117,7 @@ class Log(Plugin):
         values = {
             "{remote}": remote,
             "{port}": str(req.remote[1]) if req.remote else "-",
-            "{local}": req.local or "-",
+            "{local}": _local_ip(req),
             "{>id}": str(req.id),
             "{type}": type_name(req.qtype),
             "{class}": class_name(req.qclass),

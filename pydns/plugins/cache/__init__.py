@@ -53,7 +53,6 @@ import time
 
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register, resolve
-from pydns import records
 from pydns.parser import WireError
 from pydns.plugins.cache import metrics as cache_metrics
 from pydns.plugins.cache import options
