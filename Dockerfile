@@ -26,7 +26,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 ARG WHEELS=/wheels
 WORKDIR /src
 # Only what the wheel is made of: a change to tests or docs keeps the build cached.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY pydns/ pydns/
 RUN python -m pip wheel --wheel-dir "$WHEELS" .
 
@@ -53,7 +53,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv --without-pip "$VIRTUAL_ENV" \
     && python -m pip --python "$VIRTUAL_ENV/bin/python" install \
         --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
-        --no-index --find-links "$WHEELS" pydns \
+        --no-index --find-links "$WHEELS" pydns-cluster \
     && python -m compileall -q "$VIRTUAL_ENV"
 
 # The standard library's byte code, for the same reason; where the base image already

@@ -21,14 +21,19 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
 
 import pytest
 import yaml
+
 from dockerfile_parse import DockerfileParser
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the test extra installs tomli
+    import tomli as tomllib
 
 from tests.conftest import free_port
 from tests.test_deploy import corefile_outside_the_cluster
@@ -281,7 +286,7 @@ def in_context(rel: str) -> bool:
 
 
 def test_dockerignore_sends_only_what_the_image_is_made_of():
-    for rel in ("pyproject.toml", "README.md", "pydns/__init__.py", "pydns/plugins/whoami.py",
+    for rel in ("pyproject.toml", "README.md", "LICENSE", "pydns/__init__.py", "pydns/plugins/whoami.py",
                 "pydns/demo/cluster.yaml"):
         assert in_context(rel), rel
     for rel in ("tests/test_cli.py", ".git/HEAD", "deploy/deployment.yaml", "docs/deploy.md", "bench/x.py",
@@ -371,7 +376,7 @@ def image(tmp_path_factory):
         elif ins == "RUN":
             _sh(_no_deps(value), env_for(stage_env), workdir)
     wheels = sorted(paths["/wheels"].glob("*.whl"))
-    assert [w.name.split("-")[0] for w in wheels] == ["pydns"]
+    assert [w.name.split("-")[0] for w in wheels] == ["pydns_cluster"]
 
     # Final stage: the install step, the one that mounts the build stage's wheels.
     (value, stage_env), = [(v, e) for v, e in FINAL.all("RUN") if "from=build" in v]
@@ -479,3 +484,15 @@ def test_healthcheck_command_reports_health(image, serve):
     assert _run(image, *here, timeout=20).returncode == 0
     srv.stop()
     assert _run(image, *here, timeout=20).returncode != 0
+
+
+def test_the_wheel_is_typed_licensed_and_named_for_pypi(image):
+    with zipfile.ZipFile(image["wheel"]) as whl:
+        names = whl.namelist()
+        metadata = Parser().parsestr(whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
+    assert "pydns/py.typed" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert metadata["Name"] == "pydns-cluster" and metadata["License-Expression"] == "Apache-2.0"
+    assert "Typing :: Typed" in metadata.get_all("Classifier")
+    assert {url.split(",")[0] for url in metadata.get_all("Project-URL")} >= {"Homepage", "Source", "Issues"}
+    assert (ROOT / "LICENSE").read_text().split()[:3] == ["Apache", "License", "Version"]
