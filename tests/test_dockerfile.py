@@ -40,7 +40,7 @@ from tests.test_deploy import corefile_outside_the_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
-DEPLOY = ROOT / "deploy"
+DEPLOY = ROOT / "deploy" / "base"
 
 # Every instruction the Dockerfile reference knows.
 INSTRUCTIONS = {
@@ -289,7 +289,7 @@ def test_dockerignore_sends_only_what_the_image_is_made_of():
     for rel in ("pyproject.toml", "README.md", "LICENSE", "pydns/__init__.py", "pydns/plugins/whoami.py",
                 "pydns/demo/cluster.yaml"):
         assert in_context(rel), rel
-    for rel in ("tests/test_cli.py", ".git/HEAD", "deploy/deployment.yaml", "docs/deploy.md", "bench/x.py",
+    for rel in ("tests/test_cli.py", ".git/HEAD", "deploy/base/deployment.yaml", "docs/deploy.md", "bench/x.py",
                 "pydns/__pycache__/cli.cpython-311.pyc", "pydns/plugins/__pycache__/log.cpython-311.pyc",
                 "pydns.egg-info/PKG-INFO", "Dockerfile"):
         assert not in_context(rel), rel
