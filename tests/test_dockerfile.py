@@ -26,9 +26,6 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
-import dns.exception
-import dns.message
-import dns.query
 import pytest
 import yaml
 
@@ -40,6 +37,7 @@ except ImportError:  # Python 3.10: the test extra installs tomli
     import tomli as tomllib
 
 from tests.conftest import free_port
+from tests.test_demo import ask, running
 from tests.test_deploy import corefile_outside_the_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -394,7 +392,7 @@ def in_image(image, *argv: str, timeout: float = 60, background: bool = False):
     argv = [venv + a[len("/opt/pydns"):] if a.startswith("/opt/pydns/") else a for a in argv]
     command = [shutil.which("chroot") or "/usr/sbin/chroot", str(image["root"]), *argv]
     if background:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        return running(command, env=env, cwd="/")
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
@@ -468,23 +466,11 @@ def test_the_image_serves_names_synced_from_the_api_with_the_pruned_client(image
     port = free_port()
     (etc / "Api.Corefile").write_text(
         f".:{port} {{\n    bind 127.0.0.1\n    kubernetes cluster.local {{\n        kubeconfig /etc/coredns/api.kubeconfig\n    }}\n}}\n")
-    proc = in_image(image, "/opt/pydns/bin/pydns", "-conf", "/etc/coredns/Api.Corefile", background=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                reply = dns.query.udp(dns.message.make_query("web.default.svc.cluster.local", "A"), "127.0.0.1",
-                                      port=port, timeout=0.5)
-                if reply.answer:
-                    break
-            except dns.exception.Timeout:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no answer"
-            time.sleep(0.1)
-        assert [rr.to_text() for rrset in reply.answer for rr in rrset] == ["10.96.0.20"]
+        with in_image(image, "/opt/pydns/bin/pydns", "-conf", "/etc/coredns/Api.Corefile", background=True):
+            reply = ask(port, "web.default.svc.cluster.local", "A", time.monotonic() + 30, until=lambda r: r.answer)
+            assert [rr.to_text() for rrset in reply.answer for rr in rrset] == ["10.96.0.20"]
     finally:
-        proc.terminate()
-        proc.wait(15)
         api.stop()
 
 

@@ -13,18 +13,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import dns.exception
-import dns.message
-import dns.query
 import pytest
 
 from tests.conftest import free_port
+from tests.test_demo import ask, running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,21 +104,6 @@ def test_readme_commands_work_in_a_fresh_clone_and_venv(tmp_path):
     port = free_port()
     empty = tmp_path / "cwd"
     empty.mkdir()
-    proc = subprocess.Popen([clone / serve, "-dns.port", str(port)], cwd=empty, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                reply = dns.query.udp(dns.message.make_query("web.shop.svc.cluster.local", "A"), "127.0.0.1",
-                                      port=port, timeout=0.5)
-                break
-            except dns.exception.Timeout:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+    with running([clone / serve, "-dns.port", str(port)], cwd=empty, env=clean_env()):
+        reply = ask(port, "web.shop.svc.cluster.local", "A", time.monotonic() + 30)
         assert [rr.address for rr in reply.answer[0]] == ["10.96.20.10"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
