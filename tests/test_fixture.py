@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -252,3 +253,16 @@ def test_the_overhead_benchmark_runs(tmp_path):
     result = json.loads(out.read_text())
     assert result["tests_per_kind"] == 3 and result["shared_ms"] > 0 and result["dedicated_ms"] > 0
     assert proc.stdout.strip().splitlines()[-1].startswith("fixture_overhead: ")
+
+
+def test_journals_of_overlapping_servers_stay_apart_and_the_query_log_level_comes_back(pydns_factory):
+    querylog = logging.getLogger("querylog")
+    level, filters = querylog.level, list(querylog.filters)  # the session's server may be running
+    first, second = pydns_factory([SHOP, WEB]), pydns_factory([SHOP])
+    first.query("web.shop.svc.cluster.local")
+    first.stop()  # the other keeps its journal going
+    second.query("nope.shop.svc.cluster.local")
+    assert first.journal.names() == ["web.shop.svc.cluster.local"]
+    assert second.journal.names() == ["nope.shop.svc.cluster.local"]
+    second.stop()
+    assert querylog.level == level and querylog.filters == filters

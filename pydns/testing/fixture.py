@@ -65,6 +65,30 @@ class Journal(list):
         return [q.name for q in self if rdtype is None or q.type == rdtype]
 
 
+class _QueryLogHooks:
+    """The journals' filters on the query log, and its level while any is there: INFO (a
+    WARNING root would drop the records before any filter), the level it had after the last."""
+
+    count = 0
+    level_before = logging.NOTSET
+
+    @classmethod
+    def add(cls, journal_filter: logging.Filter) -> None:
+        if cls.count == 0:
+            cls.level_before = _QUERYLOG.level
+            if not _QUERYLOG.isEnabledFor(logging.INFO):
+                _QUERYLOG.setLevel(logging.INFO)
+        cls.count += 1
+        _QUERYLOG.addFilter(journal_filter)
+
+    @classmethod
+    def remove(cls, journal_filter: logging.Filter) -> None:
+        _QUERYLOG.removeFilter(journal_filter)
+        cls.count -= 1
+        if cls.count == 0:
+            _QUERYLOG.setLevel(cls.level_before)
+
+
 class _JournalFilter(logging.Filter):
     """Takes the journal's lines out of the query log, so they are recorded, never printed."""
 
@@ -120,15 +144,12 @@ class Cluster:
         self.corefile = "\n".join(lines) + "\n"
         self.server = ServerThread(self.corefile)
         self._initial = objects
-        self._querylog_level: int | None = None
+        self._hooked = False
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "Cluster":
-        # The query log is INFO; without this, a WARNING root would drop it before the filter.
-        self._querylog_level = _QUERYLOG.level
-        if not _QUERYLOG.isEnabledFor(logging.INFO):
-            _QUERYLOG.setLevel(logging.INFO)
-        _QUERYLOG.addFilter(self._filter)
+        _QueryLogHooks.add(self._filter)
+        self._hooked = True
         try:
             self.server.start()
         except BaseException:
@@ -145,10 +166,9 @@ class Cluster:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _unhook(self) -> None:
-        _QUERYLOG.removeFilter(self._filter)
-        if self._querylog_level is not None:
-            _QUERYLOG.setLevel(self._querylog_level)
-            self._querylog_level = None
+        if self._hooked:
+            _QueryLogHooks.remove(self._filter)
+            self._hooked = False
 
     def reset(self, objects: Iterable[dict] | str = ()) -> None:
         """Back to a fresh start: exactly these objects, an empty journal, the system resolver restored."""
