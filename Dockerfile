@@ -31,17 +31,18 @@ WORKDIR /src
 COPY image/build-requirements.lock image/requirements.lock image/
 # setuptools as locked, to build pydns's wheel without fetching anything unhashed; then
 # the runtime dependencies, binary wheels only, each checked against the lock's hashes.
+# No byte code here: image/rootfs.py compiles what the image keeps.
 RUN python -m pip install --require-hashes --no-deps -r image/build-requirements.lock \
     && python -m venv --without-pip /opt/pydns \
     && python -m pip --python /opt/pydns/bin/python install --require-hashes --no-deps --only-binary=:all: \
-        -r image/requirements.lock
+        --no-compile -r image/requirements.lock
 # Only what the wheel and the root filesystem are made of.
 COPY pyproject.toml README.md LICENSE ./
 COPY pydns/ pydns/
 COPY image/rootfs.py image/
 ARG REVISION=""
 RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
-    && python -m pip --python /opt/pydns/bin/python install --no-deps --no-index /wheels/pydns_cluster-*.whl \
+    && python -m pip --python /opt/pydns/bin/python install --no-deps --no-index --no-compile /wheels/pydns_cluster-*.whl \
     && python image/rootfs.py /opt/pydns /rootfs --revision "$REVISION"
 
 # ---------------------------------------------------------------- the runtime image
