@@ -295,5 +295,9 @@ class Hosts(Plugin):
         if req.key in self.names:
             return self.nodata
         if self.fall is not None and in_wire_zones(req.key, self.fall):
+            if req.trace is not None:
+                req.trace.note(self.name, "passed on", "not in the hosts file; `fallthrough` hands it on")
             return self.next.serve(req)
+        if req.trace is not None:
+            req.trace.note(self.name, "failed", "not in the hosts file, and no `fallthrough`: SERVFAIL")
         return status(SERVFAIL)

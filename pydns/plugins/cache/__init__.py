@@ -154,6 +154,17 @@ class Cache(Plugin):
             cache_metrics.live.discard(self)
             cache_metrics.retire(self)
 
+    def explain(self, req: Request, answer: Answer):
+        e = self.table.get((req.key, req.qtype, req.qclass, req.do, req.flags & CD))
+        if e is None:
+            return None
+        left = e.orig - int(_now() - e.stored)
+        kind = "success" if e.kind == SUCCESS else "denial"
+        fields = {"ttl_left": left, "kept_for": e.orig, "cache": kind}
+        if left > 0:
+            return f"answer from cache, {left} s left (kept for {e.orig} s, {kind} cache)", fields
+        return f"stale answer from cache (serve_stale): expired {-left} s ago", fields
+
     # ------------------------------------------------------------------ queries
     def serve(self, req: Request):
         key = (req.key, req.qtype, req.qclass, req.do, req.flags & CD)
@@ -179,6 +190,9 @@ class Cache(Plugin):
         if not self._every_zone and not in_wire_zones(req.key, self._zone_keys):
             return self.next.serve(req)
         self.misses += 1
+        if req.trace is not None:
+            req.trace.note(self.name, "passed on", "not in the cache" + (" (its entry expired)" if e is not None else "")
+                           + ": asked the next plugin, and the answer may be kept")
         result = self.next.serve(req)
         if self._unkept:
             p = self._passed.get(key)
