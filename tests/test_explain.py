@@ -272,7 +272,8 @@ def test_answer_from_cache_with_its_ttl_left(cluster):
     step = again["steps"][-1]
     assert step["plugin"] == "cache" and step["verdict"] == "answered"
     assert 1 <= step["ttl_left"] <= 5
-    assert step["reason"] == f"answer from cache, {step['ttl_left']} s left (kept for 5 s, success cache)"
+    assert step["reason"] == (f"answer from cache, {step['ttl_left']} s left (kept for 5 s, success cache, "
+                              "written by kubernetes)")
 
 
 def test_search_list_expansion(cluster):

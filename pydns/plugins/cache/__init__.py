@@ -98,7 +98,7 @@ class _Entry:
     """A kept answer: the body with every TTL at ``orig``, where its TTL fields are, and the
     answer served for the current whole second (made at most once per second)."""
 
-    __slots__ = ("kind", "template", "offsets", "orig", "stored", "expires", "base", "current",
+    __slots__ = ("kind", "source", "template", "offsets", "orig", "stored", "expires", "base", "current",
                  "second", "until", "fast", "ad", "stale", "freq_hits", "freq_last", "refreshing", "retry_after")
 
     def with_ttl(self, ttl: int) -> Answer:
@@ -160,10 +160,11 @@ class Cache(Plugin):
             return None
         left = e.orig - int(_now() - e.stored)
         kind = "success" if e.kind == SUCCESS else "denial"
-        fields = {"ttl_left": left, "kept_for": e.orig, "cache": kind}
+        fields = {"ttl_left": left, "kept_for": e.orig, "cache": kind, "written_by": e.source or None}
+        by = f", written by {e.source}" if e.source else ""
         if left > 0:
-            return f"answer from cache, {left} s left (kept for {e.orig} s, {kind} cache)", fields
-        return f"stale answer from cache (serve_stale): expired {-left} s ago", fields
+            return f"answer from cache, {left} s left (kept for {e.orig} s, {kind} cache{by})", fields
+        return f"stale answer from cache (serve_stale): expired {-left} s ago{by}", fields
 
     # ------------------------------------------------------------------ queries
     def serve(self, req: Request):
@@ -416,6 +417,7 @@ class Cache(Plugin):
                     return
         e = _Entry()
         e.kind = cache
+        e.source = answer.plugin  # who wrote it, for pydns explain
         e.template, e.offsets, e.orig = body, offsets, ttl
         e.stored, e.expires = now, now + ttl
         base = answer.with_body(body)
