@@ -63,16 +63,15 @@ def query_bytes(name: str, qtype: str) -> bytes:
 def _router_for(instance, port: int | None):
     """(Corefile port, router) of the listener asked about: by its Corefile or its real port."""
     routers = instance.routers
-    if port is None:
-        if len(routers) != 1:
-            raise ValueError(f"pydns listens on several ports ({', '.join(map(str, _real_ports(instance)))}): "
-                             "say which with port=")
+    if port is None and len(routers) == 1:
         return next(iter(routers.items()))
     if port in routers:
         return port, routers[port]
     for (_host, configured), real in instance.addresses.items():
         if real == port and configured in routers:
             return configured, routers[configured]
+    if port is None:
+        raise ValueError(f"pydns listens on several ports ({', '.join(map(str, _real_ports(instance)))}): say which")
     raise ValueError(f"pydns does not listen on port {port} (it does on {', '.join(map(str, _real_ports(instance)))})")
 
 

@@ -406,3 +406,17 @@ def test_explain_shares_the_ready_listener_and_pipelines_in_order(serve):
     first, _, second = data.partition(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain")
     assert first.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json")
     assert b'"plugin": "whoami"' in first and second.endswith(b"OK")
+
+
+def test_the_port_asked_about_defaults_to_the_block_naming_explain(serve):
+    from tests.conftest import free_port
+
+    first, second = free_port(), free_port()
+    srv = serve(f"a.test:{first} {{\n bind 127.0.0.1\n explain 127.0.0.1:0\n whoami\n}}\n"
+                f"b.test:{second} {{\n bind 127.0.0.1\n whoami\n}}\n")
+    out = explain(srv, "x.b.test.")
+    assert out["port"] == first and out["rcode"] == "REFUSED"
+    assert out["reason"] == f"no server block on port {first} serves a zone that holds this name (zones: a.test.): REFUSED"
+    status, out = get(srv, f"/explain?name=x.b.test.&port={second}")
+    assert status == 200 and out["port"] == second and out["plugin"] == "whoami"
+    assert out["block"] == {"keys": [f"b.test:{second}"], "zone": "b.test."}

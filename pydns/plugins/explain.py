@@ -10,8 +10,8 @@ the same routing and plugin chain as every query, and answers JSON: the reply (r
 flags, answer, authority and additional records), the server block and chain it met, the
 plugin that answered and, step by step, why: a cache hit and its TTL left, a fallthrough,
 which upstream forward asked, what the kubernetes plugin found (the namespace, the service,
-its ready endpoints, a search-list expansion...).  ``port=N`` picks the DNS listener when
-pydns listens on several; ``proto=tcp`` asks as over TCP.  ``pydns explain NAME [TYPE]``
+its ready endpoints, a search-list expansion...).  ``port=N`` picks the DNS listener (by
+default the port of the server block that names *explain*); ``proto=tcp`` asks as over TCP.  ``pydns explain NAME [TYPE]``
 prints the same for a person.
 
 The query is a real one: it is counted in the metrics, logged by *log*, and may fill the
@@ -66,7 +66,8 @@ class Explain(Plugin):
             return _json(400, {"error": f"name longer than {MAX_NAME} characters"})
         if port and not port.isdigit():
             return _json(400, {"error": f"port must be a number, not {port!r}"})
-        return self._explain(name, qtype, int(port) if port else None, proto)
+        # By default the DNS port of this block: where pydns listens on several, the one it names.
+        return self._explain(name, qtype, int(port) if port else self.server.ports[0], proto)
 
     async def _explain(self, name: str, qtype: str, port: int | None, proto: str):
         try:

@@ -129,6 +129,8 @@ class Forward(Plugin):
         if st.max_concurrent:
             if st.concurrent >= st.max_concurrent:
                 metrics.max_concurrent_rejects.inc()
+                if req.trace is not None:
+                    req.trace.note(self.name, "failed", f"{st.limit_error}: REFUSED")
                 raise DNSError(REFUSED, st.limit_error)
             st.concurrent += 1
             try:
