@@ -38,19 +38,17 @@ DEADLINE = 10.0  # seconds: forward's own limit is 5 s for all its attempts
 
 
 class Trace:
-    """The steps an explained query went through, in order."""
+    """The steps an explained query went through, in order.
+
+    A plugin notes a step only behind ``if req.trace is not None:``, so that a client's
+    query does not even build the words.
+    """
 
     def __init__(self) -> None:
         self.steps: list[dict] = []
 
     def note(self, plugin: str, verdict: str, reason: str, **fields) -> None:
         self.steps.append({"plugin": plugin, "verdict": verdict, "reason": reason, **fields})
-
-
-def note(req: Request, plugin: str, verdict: str, reason: str, **fields) -> None:
-    """Add a step to an explained query's trace (nothing for a client's query)."""
-    if req.trace is not None:
-        req.trace.note(plugin, verdict, reason, **fields)
 
 
 def query_bytes(name: str, qtype: str) -> bytes:
@@ -125,10 +123,10 @@ async def explain(instance, name: str, qtype: str = "A", port: int | None = None
     if why is not None:
         reason, fields = why
         steps.append({"plugin": answer.plugin, "verdict": "answered", "reason": reason, **fields})
-    elif answer.plugin and not (steps and steps[-1]["plugin"] == answer.plugin):
-        steps.append({"plugin": answer.plugin, "verdict": "answered", "reason": f"{answer.plugin} wrote this answer"})
     elif answer.plugin:
-        pass  # the plugin said itself what it did
+        if not (steps and steps[-1]["plugin"] == answer.plugin):  # else it said itself what it did
+            steps.append({"plugin": answer.plugin, "verdict": "answered",
+                          "reason": f"{answer.plugin} wrote this answer"})
     elif not steps or steps[-1]["verdict"] == "passed on":
         steps.append({"plugin": None, "verdict": "failed",
                       "reason": f"every plugin passed the query on: the end of the chain answers {rcode_of(answer)}"})
