@@ -420,3 +420,21 @@ def test_the_port_asked_about_defaults_to_the_block_naming_explain(serve):
     status, out = get(srv, f"/explain?name=x.b.test.&port={second}")
     assert status == 200 and out["port"] == second and out["plugin"] == "whoami"
     assert out["block"] == {"keys": [f"b.test:{second}"], "zone": "b.test."}
+
+
+def test_hosts_answers_and_falls_through_to_forward(serve):
+    up = Upstream({("www.lan.", "A"): ["192.0.2.9"]}).start()
+    try:
+        srv = serve(".:0 {\n bind 127.0.0.1\n explain 127.0.0.1:0\n hosts {\n  10.9.9.9 box.lan\n  fallthrough\n }\n"
+                    f" forward . {up.address[0]}:{up.address[1]}\n}}\n")
+        out = explain(srv, "box.lan.")
+        assert out["plugin"] == "hosts" and out["answer"][0].endswith("A 10.9.9.9")
+        assert out["steps"][-1]["reason"] == "box.lan. is in the Corefile's inline entries"
+        out = explain(srv, "box.lan.", "AAAA")
+        assert out["answer"] == [] and out["steps"][-1]["reason"].endswith("without AAAA records: NODATA")
+        out = explain(srv, "www.lan.")
+        assert [(s["plugin"], s["verdict"]) for s in out["steps"]] == [("hosts", "passed on"), ("forward", "asked")]
+        assert out["steps"][0]["reason"] == "not in the hosts file; `fallthrough` hands it on"
+        assert out["answer"][0].endswith("A 192.0.2.9")
+    finally:
+        up.stop()
