@@ -21,7 +21,7 @@ from pydns.plugin import ORDER, EndOfChain, Plugin, load_plugins, resolve
 from pydns.tcp import TCPListener, settings_of
 from pydns.transport import DEFAULT_RCVBUF, Router, make_sockets
 from pydns.udp import UDPListener
-from pydns.wire import Request
+from pydns.wire import Request, rcode_of
 from pydns.zones import Key, parse_key, to_wire
 
 log = logging.getLogger("pydns")
@@ -72,8 +72,9 @@ class ServerConfig:
     def http(self, addr: str, default_port: int) -> HttpListener:
         return self.instance.http_listener(addr, default_port)
 
-    async def lookup(self, name: str, qtype: int):
-        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs)."""
+    async def lookup(self, name: str, qtype: int, trace=None):
+        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs);
+        ``trace`` is the asking query's (``pydns explain``), which this lookup adds to."""
         from dnslib import EDNS0, DNSRecord
 
         query = DNSRecord.question(name, _qtype_name(qtype))
@@ -87,7 +88,13 @@ class ServerConfig:
             return None
         server, req.zone = entry
         req.server = server
+        if trace is not None:
+            req.trace = trace
+            trace.note(None, "lookup", f"{name} {_qtype_name(qtype)} asked through server block "
+                       f"`{' '.join(str(t) for t in server.block.keys)}`")
         answer = await resolve(server.handler.serve(req))
+        if trace is not None and answer.plugin and trace.steps[-1]["plugin"] != answer.plugin:
+            trace.note(answer.plugin, "answered", f"{name} {_qtype_name(qtype)}: {rcode_of(answer)}")
         return DNSRecord.parse(req.render(answer))
 
 
