@@ -1,0 +1,252 @@
+"""k8s_external: services' external addresses in another zone, from manifests and from the API.
+
+Tables over real sockets, as CoreDNS 1.14.7's k8s_external answers them; each runs against a
+server whose kubernetes plugin reads manifest files and one that reads the fake API server
+through the official client.
+"""
+
+from __future__ import annotations
+
+import dns.rcode
+import pytest
+
+from tests.k8s_sources import NOERROR, NXDOMAIN, SOURCES, ask, eventually, lines, serving, setup_error
+from tests.kube_cluster import endpoint, endpoint_slice, headless, namespace, service
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def load_balancer(name, ingress, external_ips=(), ports=(("http", 80, "TCP"),), ns="default"):
+    svc = service(name, ns, ips=("10.0.0.50",), ports=ports)
+    svc["spec"]["type"] = "LoadBalancer"
+    if external_ips:
+        svc["spec"]["externalIPs"] = list(external_ips)
+    svc["status"] = {"loadBalancer": {"ingress": ingress}}
+    return svc
+
+
+def with_external_ips(svc, *ips):
+    svc["spec"]["externalIPs"] = list(ips)
+    return svc
+
+
+CLUSTER = [
+    namespace("default"),
+    load_balancer("lb", [{"ip": "203.0.113.7"}, {"ip": "2001:db8::7"}], external_ips=["192.168.200.123"]),
+    load_balancer("lbhost", [{"hostname": "lb.provider.test"}]),
+    with_external_ips(service("noports", "default", ips=("10.0.0.51",), ports=()), "192.0.2.9"),
+    service("plain", "default", ips=("10.0.0.52",)),
+    headless("hl", "default"),
+    endpoint_slice("hl-1", "hl", [endpoint("10.1.0.1", hostname="a"), endpoint("10.1.0.2")], ns="default"),
+    with_external_ips(headless("hlext", "default"), "192.0.2.20"),
+    endpoint_slice("hlext-1", "hlext", [endpoint("10.1.0.3")], ns="default"),
+]
+for _svc in CLUSTER:
+    if _svc["kind"] == "Service" and not _svc["spec"]["ports"]:
+        del _svc["spec"]["ports"]
+
+COREFILE = """.:0 {{
+  bind 127.0.0.1
+  hosts {{
+    198.51.100.1 lb.provider.test
+    fallthrough
+  }}
+  kubernetes cluster.local {{
+    {{source}}
+    ttl {kttl}
+  }}
+  k8s_external example.org 113.0.203.in-addr.arpa {{
+{options}
+  }}
+  whoami
+}}
+"""
+
+EX = "example.org."
+
+
+def rr(owner, rtype, data, ttl=5):
+    return f"{owner} {ttl} IN {rtype} {data}"
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def plain(kind, tmp_path_factory):
+    """k8s_external with its defaults; the kubernetes plugin's TTL is 10 (SRV and CNAME records keep it)."""
+    with serving(kind, CLUSTER, tmp_path_factory.mktemp(kind), COREFILE.format(kttl=10, options="")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def extended(kind, tmp_path_factory):
+    """headless, apex ns, ttl 30, fallthrough (to whoami)."""
+    options = "    headless\n    apex ns\n    ttl 30\n    fallthrough"
+    with serving(kind, CLUSTER, tmp_path_factory.mktemp(kind), COREFILE.format(kttl=5, options=options)) as srv:
+        yield srv
+
+
+LB = "lb.default." + EX
+SOA = f"{EX} 5 IN SOA ns1.dns.{EX} hostmaster.dns.{EX} SERIAL 7200 1800 86400 5"
+
+# (name, type, rcode, answer, SOA in authority?, additional or None: not checked)
+CASES = [
+    (LB, "A", NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7")], False, None),
+    (LB, "AAAA", NOERROR, [rr(LB, "AAAA", "2001:db8::7")], False, None),
+    # one "service" per address and port: three, so weight 33; SRV keeps kubernetes' TTL (10)
+    (LB, "SRV", NOERROR, [rr(LB, "SRV", f"0 33 80 {LB}", 10)],
+     False, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7"), rr(LB, "AAAA", "2001:db8::7")]),
+    ("_http._tcp." + LB, "SRV", NOERROR, [rr("_http._tcp." + LB, "SRV", f"0 33 80 {LB}", 10)], False, None),
+    ("http.tcp." + LB, "SRV", NOERROR, [rr("http.tcp." + LB, "SRV", f"0 33 80 {LB}", 10)], False, None),
+    ("_dns._udp." + LB, "SRV", NXDOMAIN, [], True, None),
+    # without headless an endpoint label is ignored: the service's addresses, as in CoreDNS
+    ("x." + LB, "A", NOERROR, [rr("x." + LB, "A", "192.168.200.123"), rr("x." + LB, "A", "203.0.113.7")], False,
+     None),
+    (LB, "TXT", NOERROR, [], True, None),
+    (LB, "MX", NOERROR, [], True, None),
+    ("noports.default." + EX, "A", NOERROR, [rr("noports.default." + EX, "A", "192.0.2.9")], False, None),
+    ("noports.default." + EX, "SRV", NOERROR, [], True, None),
+    ("plain.default." + EX, "A", NXDOMAIN, [], True, None),
+    ("missing.default." + EX, "A", NXDOMAIN, [], True, None),
+    ("default." + EX, "A", NOERROR, [], True, None),
+    ("nons." + EX, "A", NXDOMAIN, [], True, None),
+    ("lb.nons." + EX, "A", NXDOMAIN, [], True, None),
+    ("a.b.c.lb.default." + EX, "A", NXDOMAIN, [], True, None),
+    ("hl.default." + EX, "A", NXDOMAIN, [], True, None),  # headless only with `headless`
+    ("hlext.default." + EX, "A", NOERROR, [rr("hlext.default." + EX, "A", "192.0.2.20")], False, None),
+    # a load balancer known by hostname: CNAME (kubernetes' TTL), then what the server finds for it
+    ("lbhost.default." + EX, "A", NOERROR,
+     [rr("lbhost.default." + EX, "CNAME", "lb.provider.test.", 10), "lb.provider.test. 3600 IN A 198.51.100.1"],
+     False, None),
+    # the apex and its dns subdomain
+    (EX, "SOA", NOERROR, [SOA], False, None),
+    (EX, "NS", NOERROR, [rr(EX, "NS", f"ns1.dns.{EX}")], False, [rr(f"ns1.dns.{EX}", "A", "127.0.0.1")]),
+    (EX, "A", NOERROR, [], True, None),
+    ("dns." + EX, "A", NOERROR, [], True, None),
+    ("ns1.dns." + EX, "A", NOERROR, [rr("ns1.dns." + EX, "A", "127.0.0.1")], False, None),
+    ("ns1.dns." + EX, "AAAA", NOERROR, [], True, None),
+    ("ns2.dns." + EX, "A", NXDOMAIN, [], True, None),
+    ("a.ns1.dns." + EX, "A", NXDOMAIN, [], True, None),
+    # PTR of an external address, in a reverse zone k8s_external serves
+    ("7.113.0.203.in-addr.arpa.", "PTR", NOERROR, [rr("7.113.0.203.in-addr.arpa.", "PTR", LB)], False, None),
+]
+
+
+def _id(case):
+    return f"{case[0]}-{case[1]}"
+
+
+def check(msg, case):
+    name, rdtype, rcode, answer, soa, additional = case
+    assert msg.rcode() == rcode, f"{name} {rdtype}: {dns.rcode.to_text(msg.rcode())}"
+    got = [" ".join("SERIAL" if i == 6 and " SOA " in line else w for i, w in enumerate(line.split()))
+           for line in lines(msg.answer)]
+    assert got == sorted(answer)
+    authority = lines(msg.authority)
+    if soa and name.endswith(EX):
+        assert [" ".join("SERIAL" if i == 6 else w for i, w in enumerate(a.split())) for a in authority] == [SOA]
+    elif not soa:
+        assert authority == []
+    if additional is not None:
+        assert lines(msg.additional) == sorted(additional)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_external_names(plain, case):
+    check(plain.query(case[0], case[1]), case)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] in ("SRV", "NS")], ids=_id)
+def test_external_names_over_tcp(plain, case):
+    check(plain.query(case[0], case[1], tcp=True), case)
+
+
+def test_cluster_names_are_the_kubernetes_plugins(plain):
+    assert ask(plain, "lb.default.svc.cluster.local.", "A") == (NOERROR, ["lb.default.svc.cluster.local. 10 IN A "
+                                                                          "10.0.0.50"])
+
+
+HL = "hl.default." + EX
+
+EXTENDED = [
+    (HL, "A", NOERROR, [rr(HL, "A", "10.1.0.1", 30), rr(HL, "A", "10.1.0.2", 30)], False, None),
+    (HL, "SRV", NOERROR, [rr(HL, "SRV", f"0 50 80 a.{HL}"), rr(HL, "SRV", f"0 50 80 10-1-0-2.{HL}")], False,
+     [rr("a." + HL, "A", "10.1.0.1", 30), rr("10-1-0-2." + HL, "A", "10.1.0.2", 30)]),
+    ("_http._tcp." + HL, "SRV", NOERROR,
+     [rr("_http._tcp." + HL, "SRV", f"0 50 80 a.{HL}"), rr("_http._tcp." + HL, "SRV", f"0 50 80 10-1-0-2.{HL}")],
+     False, None),
+    ("a." + HL, "A", NOERROR, [rr("a." + HL, "A", "10.1.0.1", 30)], False, None),
+    ("10-1-0-2." + HL, "A", NOERROR, [rr("10-1-0-2." + HL, "A", "10.1.0.2", 30)], False, None),
+    # external addresses win over endpoints
+    ("hlext.default." + EX, "A", NOERROR, [rr("hlext.default." + EX, "A", "192.0.2.20", 30)], False, None),
+    (LB, "A", NOERROR, [rr(LB, "A", "192.168.200.123", 30), rr(LB, "A", "203.0.113.7", 30)], False, None),
+]
+
+
+@pytest.mark.parametrize("case", EXTENDED, ids=[_id(c) for c in EXTENDED])
+def test_headless_apex_and_ttl_options(extended, case):
+    check(extended.query(case[0], case[1]), case)
+
+
+def test_apex_option_names_the_soa_and_ns(extended):
+    msg = extended.query(EX, "SOA")
+    (rrset,) = msg.answer
+    (soa,) = rrset
+    assert rrset.ttl == 30 and soa.minimum == 30
+    assert (soa.mname.to_text(), soa.rname.to_text()) == (f"ns1.ns.{EX}", f"hostmaster.ns.{EX}")
+    assert (soa.refresh, soa.retry, soa.expire) == (7200, 1800, 86400)
+    assert ask(extended, f"ns1.ns.{EX}", "A") == (NOERROR, [rr(f"ns1.ns.{EX}", "A", "127.0.0.1", 30)])
+    # "dns" is an ordinary (missing) namespace now: its NXDOMAIN falls through to whoami
+    passed = extended.query(f"ns1.dns.{EX}", "A")
+    assert passed.rcode() == NOERROR and not passed.authority
+
+
+def test_fallthrough_passes_on_nxdomain_only(extended):
+    passed = extended.query("plain.default." + EX, "A")
+    assert passed.rcode() == NOERROR and not passed.authority  # whoami answered
+    assert any("127.0.0.1" in line for line in lines(passed.additional))
+    kept = extended.query("default." + EX, "A")
+    assert kept.rcode() == NOERROR and lines(kept.authority)  # NODATA stays k8s_external's
+
+
+def test_changes_are_served(plain):
+    cluster = plain.cluster
+    cluster.apply(load_balancer("lb", [{"ip": "203.0.113.8"}], external_ips=["192.168.200.123"]))
+    expected = (NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.8")])
+    assert eventually(lambda: ask(plain, LB, "A"), expected) == expected
+    assert ask(plain, "8.113.0.203.in-addr.arpa.", "PTR") == (
+        NOERROR, [rr("8.113.0.203.in-addr.arpa.", "PTR", LB)])
+    cluster.apply(load_balancer("lb", [{"ip": "203.0.113.7"}, {"ip": "2001:db8::7"}],
+                                external_ips=["192.168.200.123"]))
+    expected = (NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7")])
+    assert eventually(lambda: ask(plain, LB, "A"), expected) == expected
+
+
+# ---------------------------------------------------------------- setup
+
+
+def block(options: str, kubernetes: bool = True) -> str:
+    kube = "  kubernetes cluster.local\n" if kubernetes else ""
+    return f".:0 {{\n  bind 127.0.0.1\n{kube}  k8s_external example.org {{\n{options}\n  }}\n}}\n"
+
+
+@pytest.mark.parametrize("options, line, message", [
+    ("    ttl 4000", 5, "plugin/k8s_external: ttl must be in range [0, 3600]: 4000"),
+    ("    ttl -1", 5, "plugin/k8s_external: ttl must be in range [0, 3600]: -1"),
+    ("    ttl five", 5, "plugin/k8s_external: ttl must be an integer, got 'five'"),
+    ("    ttl", 5, "plugin/k8s_external: ttl: wrong argument count"),
+    ("    apex", 5, "plugin/k8s_external: apex: wrong argument count"),
+    ("    headless on", 5, "plugin/k8s_external: headless: wrong argument count"),
+    ("    zonal", 5, "plugin/k8s_external: unknown property 'zonal'"),
+])
+def test_setup_errors_name_file_and_line(tmp_path, options, line, message):
+    error = setup_error(tmp_path, block(options))
+    assert error.startswith(f"{tmp_path / 'Corefile'}:{line}: {message}"), error
+
+
+def test_without_the_kubernetes_plugin_start_up_fails_at_the_directive(tmp_path):
+    error = setup_error(tmp_path, block("", kubernetes=False))
+    assert error == f"{tmp_path / 'Corefile'}:3: plugin/k8s_external: kubernetes plugin not loaded"
