@@ -34,6 +34,8 @@ CLUSTER = [
     namespace("default"),
     load_balancer("lb", [{"ip": "203.0.113.7"}, {"ip": "2001:db8::7"}], external_ips=["192.168.200.123"]),
     load_balancer("lbhost", [{"hostname": "lb.provider.test"}]),
+    load_balancer("loop1", [{"hostname": "loop2.default.example.org"}]),
+    load_balancer("loop2", [{"hostname": "loop1.default.example.org"}]),
     with_external_ips(service("noports", "default", ips=("10.0.0.51",), ports=()), "192.0.2.9"),
     service("plain", "default", ips=("10.0.0.52",)),
     headless("hl", "default"),
@@ -162,6 +164,11 @@ def test_external_names(plain, case):
 @pytest.mark.parametrize("case", [c for c in CASES if c[1] in ("SRV", "NS")], ids=_id)
 def test_external_names_over_tcp(plain, case):
     check(plain.query(case[0], case[1], tcp=True), case)
+
+
+def test_load_balancer_hostnames_that_loop_are_followed_once(plain):
+    one, two = "loop1.default." + EX, "loop2.default." + EX
+    assert ask(plain, one, "A") == (NOERROR, [rr(one, "CNAME", two, 10), rr(two, "CNAME", one, 10)])
 
 
 def test_cluster_names_are_the_kubernetes_plugins(plain):

@@ -33,18 +33,22 @@ NXDOMAIN names to the next plugin.
 
 from __future__ import annotations
 
+import contextvars
+
 from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RR, SOA, SRV, A
 
 from pydns.corefile import Directive
+from pydns.parser import presentation
 from pydns.plugin import Plugin, expect_args, parse_int, register, unknown_option
 from pydns.plugins.kubernetes import external
 from pydns.plugins.kubernetes.objects import canonical_ip
 from pydns.plugins.kubernetes.packing import ip_of_reverse, wire_labels
 from pydns.wire import NOERROR, NXDOMAIN, Answer, Request, label_from_wire
-from pydns.parser import presentation
 from pydns.zones import in_wire_zones, normalize_zones, to_wire, wire_lookup
 
 CACHE_MAX = 16384  # answers kept until the cluster changes
+# The names whose load balancer hostnames are being followed in this task: stops loops.
+_following: contextvars.ContextVar[tuple] = contextvars.ContextVar("k8s_external_following", default=())
 TYPE_A, TYPE_NS, TYPE_SOA, TYPE_PTR, TYPE_AAAA, TYPE_SRV = 1, 2, 6, 12, 28, 33
 
 
@@ -164,12 +168,19 @@ class K8sExternal(Plugin):
         return Answer.build(qname, want, answer=rrs, plugin=self.name), NOERROR
 
     async def _follow(self, req: Request, zone: str, rrs: list, names: list) -> Answer:
+        """CNAMEs to load balancers' hostnames, and what the server finds for each (never in a loop)."""
         qname = self._qname(req)
-        for host in names:
-            rrs.append(RR(qname, QTYPE.CNAME, ttl=self.kube.index.ttl, rdata=CNAME(host + ".")))
-            msg = await self.server.lookup(host + ".", req.qtype)
-            if msg is not None:
-                rrs.extend(msg.rr)
+        chain = _following.get() + (req.key,)
+        token = _following.set(chain)
+        try:
+            for host in names:
+                rrs.append(RR(qname, QTYPE.CNAME, ttl=self.kube.index.ttl, rdata=CNAME(host + ".")))
+                if to_wire(host) not in chain:
+                    msg = await self.server.lookup(host + ".", req.qtype)
+                    if msg is not None:
+                        rrs.extend(msg.rr)
+        finally:
+            _following.reset(token)
         return Answer.build(qname, req.qtype, answer=rrs, plugin=self.name)
 
     def _srv(self, req: Request, zone: str, found: list):
