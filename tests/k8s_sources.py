@@ -8,6 +8,7 @@ import os
 import time
 
 import dns.rcode
+import pytest
 import yaml
 
 from pydns.testing import ServerThread
@@ -15,6 +16,16 @@ from pydns.testing.fakeapi import FakeApiServer
 
 SOURCES = ["manifests", "api"]
 NOERROR, NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def kind(request) -> str:
+    """Each test module runs once per source."""
+    return request.param
+
+
+def rr(owner: str, rtype: str, data: str, ttl: int = 5) -> str:
+    return f"{owner} {ttl} IN {rtype} {data}"
 
 
 class Cluster:
@@ -94,3 +105,23 @@ def setup_error(tmp_path, corefile: str) -> str:
     finally:
         srv.stop()
     raise AssertionError("the Corefile started")
+
+
+def case_id(case) -> str:
+    return f"{case[0]}-{case[1]}"
+
+
+def check(msg, case) -> None:
+    """``case``: (name, type, rcode, answer lines, zone of the SOA in authority or None,
+    additional lines or None: not checked)."""
+    import dns.rdatatype
+
+    name, rdtype, rcode, answer, soa, additional = case
+    assert msg.rcode() == rcode, f"{name} {rdtype}: {dns.rcode.to_text(msg.rcode())}"
+    got = [" ".join("SERIAL" if i == 6 and " SOA " in line else w for i, w in enumerate(line.split()))
+           for line in lines(msg.answer)]
+    assert got == sorted(answer)
+    soas = [rrset.name.to_text() for rrset in msg.authority if rrset.rdtype == dns.rdatatype.SOA]
+    assert soas == ([soa] if soa else [])
+    if additional is not None:
+        assert lines(msg.additional) == sorted(additional)

@@ -7,10 +7,10 @@ through the official client.
 
 from __future__ import annotations
 
-import dns.rcode
 import pytest
 
-from tests.k8s_sources import NOERROR, NXDOMAIN, SOURCES, ask, eventually, lines, serving, setup_error
+from tests.k8s_sources import kind  # noqa: F401 (the fixture: each source in turn)
+from tests.k8s_sources import NOERROR, NXDOMAIN, ask, case_id, check, eventually, lines, rr, serving, setup_error
 from tests.kube_cluster import endpoint, endpoint_slice, headless, namespace, service
 
 pytestmark = pytest.mark.timeout(90)
@@ -67,15 +67,6 @@ COREFILE = """.:0 {{
 EX = "example.org."
 
 
-def rr(owner, rtype, data, ttl=5):
-    return f"{owner} {ttl} IN {rtype} {data}"
-
-
-@pytest.fixture(scope="module", params=SOURCES)
-def kind(request):
-    return request.param
-
-
 @pytest.fixture(scope="module")
 def plain(kind, tmp_path_factory):
     """k8s_external with its defaults; the kubernetes plugin's TTL is 10 (SRV and CNAME records keep it)."""
@@ -94,74 +85,63 @@ def extended(kind, tmp_path_factory):
 LB = "lb.default." + EX
 SOA = f"{EX} 5 IN SOA ns1.dns.{EX} hostmaster.dns.{EX} SERIAL 7200 1800 86400 5"
 
-# (name, type, rcode, answer, SOA in authority?, additional or None: not checked)
+# (name, type, rcode, answer, zone of the SOA in authority or None, additional or None: not checked)
 CASES = [
-    (LB, "A", NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7")], False, None),
-    (LB, "AAAA", NOERROR, [rr(LB, "AAAA", "2001:db8::7")], False, None),
+    (LB, "A", NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7")], None, None),
+    (LB, "AAAA", NOERROR, [rr(LB, "AAAA", "2001:db8::7")], None, None),
     # one "service" per address and port: three, so weight 33; SRV keeps kubernetes' TTL (10)
     (LB, "SRV", NOERROR, [rr(LB, "SRV", f"0 33 80 {LB}", 10)],
-     False, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7"), rr(LB, "AAAA", "2001:db8::7")]),
-    ("_http._tcp." + LB, "SRV", NOERROR, [rr("_http._tcp." + LB, "SRV", f"0 33 80 {LB}", 10)], False, None),
-    ("http.tcp." + LB, "SRV", NOERROR, [rr("http.tcp." + LB, "SRV", f"0 33 80 {LB}", 10)], False, None),
-    ("_dns._udp." + LB, "SRV", NXDOMAIN, [], True, None),
+     None, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7"), rr(LB, "AAAA", "2001:db8::7")]),
+    ("_http._tcp." + LB, "SRV", NOERROR, [rr("_http._tcp." + LB, "SRV", f"0 33 80 {LB}", 10)], None, None),
+    ("http.tcp." + LB, "SRV", NOERROR, [rr("http.tcp." + LB, "SRV", f"0 33 80 {LB}", 10)], None, None),
+    ("_dns._udp." + LB, "SRV", NXDOMAIN, [], EX, None),
     # without headless an endpoint label is ignored: the service's addresses, as in CoreDNS
-    ("x." + LB, "A", NOERROR, [rr("x." + LB, "A", "192.168.200.123"), rr("x." + LB, "A", "203.0.113.7")], False,
+    ("x." + LB, "A", NOERROR, [rr("x." + LB, "A", "192.168.200.123"), rr("x." + LB, "A", "203.0.113.7")], None,
      None),
-    (LB, "TXT", NOERROR, [], True, None),
-    (LB, "MX", NOERROR, [], True, None),
-    ("noports.default." + EX, "A", NOERROR, [rr("noports.default." + EX, "A", "192.0.2.9")], False, None),
-    ("noports.default." + EX, "SRV", NOERROR, [], True, None),
-    ("plain.default." + EX, "A", NXDOMAIN, [], True, None),
-    ("missing.default." + EX, "A", NXDOMAIN, [], True, None),
-    ("default." + EX, "A", NOERROR, [], True, None),
-    ("nons." + EX, "A", NXDOMAIN, [], True, None),
-    ("lb.nons." + EX, "A", NXDOMAIN, [], True, None),
-    ("a.b.c.lb.default." + EX, "A", NXDOMAIN, [], True, None),
-    ("hl.default." + EX, "A", NXDOMAIN, [], True, None),  # headless only with `headless`
-    ("hlext.default." + EX, "A", NOERROR, [rr("hlext.default." + EX, "A", "192.0.2.20")], False, None),
+    (LB, "TXT", NOERROR, [], EX, None),
+    (LB, "MX", NOERROR, [], EX, None),
+    ("noports.default." + EX, "A", NOERROR, [rr("noports.default." + EX, "A", "192.0.2.9")], None, None),
+    ("noports.default." + EX, "SRV", NOERROR, [], EX, None),
+    ("plain.default." + EX, "A", NXDOMAIN, [], EX, None),
+    ("missing.default." + EX, "A", NXDOMAIN, [], EX, None),
+    ("default." + EX, "A", NOERROR, [], EX, None),
+    ("nons." + EX, "A", NXDOMAIN, [], EX, None),
+    ("lb.nons." + EX, "A", NXDOMAIN, [], EX, None),
+    ("a.b.c.lb.default." + EX, "A", NXDOMAIN, [], EX, None),
+    ("hl.default." + EX, "A", NXDOMAIN, [], EX, None),  # headless only with `headless`
+    ("hlext.default." + EX, "A", NOERROR, [rr("hlext.default." + EX, "A", "192.0.2.20")], None, None),
     # a load balancer known by hostname: CNAME (kubernetes' TTL), then what the server finds for it
     ("lbhost.default." + EX, "A", NOERROR,
      [rr("lbhost.default." + EX, "CNAME", "lb.provider.test.", 10), "lb.provider.test. 3600 IN A 198.51.100.1"],
-     False, None),
+     None, None),
     # the apex and its dns subdomain
-    (EX, "SOA", NOERROR, [SOA], False, None),
-    (EX, "NS", NOERROR, [rr(EX, "NS", f"ns1.dns.{EX}")], False, [rr(f"ns1.dns.{EX}", "A", "127.0.0.1")]),
-    (EX, "A", NOERROR, [], True, None),
-    ("dns." + EX, "A", NOERROR, [], True, None),
-    ("ns1.dns." + EX, "A", NOERROR, [rr("ns1.dns." + EX, "A", "127.0.0.1")], False, None),
-    ("ns1.dns." + EX, "AAAA", NOERROR, [], True, None),
-    ("ns2.dns." + EX, "A", NXDOMAIN, [], True, None),
-    ("a.ns1.dns." + EX, "A", NXDOMAIN, [], True, None),
+    (EX, "SOA", NOERROR, [SOA], None, None),
+    (EX, "NS", NOERROR, [rr(EX, "NS", f"ns1.dns.{EX}")], None, [rr(f"ns1.dns.{EX}", "A", "127.0.0.1")]),
+    (EX, "A", NOERROR, [], EX, None),
+    ("dns." + EX, "A", NOERROR, [], EX, None),
+    ("ns1.dns." + EX, "A", NOERROR, [rr("ns1.dns." + EX, "A", "127.0.0.1")], None, None),
+    ("ns1.dns." + EX, "AAAA", NOERROR, [], EX, None),
+    ("ns2.dns." + EX, "A", NXDOMAIN, [], EX, None),
+    ("a.ns1.dns." + EX, "A", NXDOMAIN, [], EX, None),
     # PTR of an external address, in a reverse zone k8s_external serves
-    ("7.113.0.203.in-addr.arpa.", "PTR", NOERROR, [rr("7.113.0.203.in-addr.arpa.", "PTR", LB)], False, None),
+    ("7.113.0.203.in-addr.arpa.", "PTR", NOERROR, [rr("7.113.0.203.in-addr.arpa.", "PTR", LB)], None, None),
 ]
 
 
-def _id(case):
-    return f"{case[0]}-{case[1]}"
+def test_negative_answers_carry_the_zones_soa(plain):
+    for name, rcode in (("missing.default." + EX, NXDOMAIN), (LB, NOERROR), ("ns2.dns." + EX, NXDOMAIN)):
+        msg = plain.query(name, "TXT")
+        assert msg.rcode() == rcode and not msg.answer
+        assert [" ".join("SERIAL" if i == 6 else w for i, w in enumerate(a.split()))
+                for a in lines(msg.authority)] == [SOA]
 
 
-def check(msg, case):
-    name, rdtype, rcode, answer, soa, additional = case
-    assert msg.rcode() == rcode, f"{name} {rdtype}: {dns.rcode.to_text(msg.rcode())}"
-    got = [" ".join("SERIAL" if i == 6 and " SOA " in line else w for i, w in enumerate(line.split()))
-           for line in lines(msg.answer)]
-    assert got == sorted(answer)
-    authority = lines(msg.authority)
-    if soa and name.endswith(EX):
-        assert [" ".join("SERIAL" if i == 6 else w for i, w in enumerate(a.split())) for a in authority] == [SOA]
-    elif not soa:
-        assert authority == []
-    if additional is not None:
-        assert lines(msg.additional) == sorted(additional)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_external_names(plain, case):
     check(plain.query(case[0], case[1]), case)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[1] in ("SRV", "NS")], ids=_id)
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] in ("SRV", "NS")], ids=case_id)
 def test_external_names_over_tcp(plain, case):
     check(plain.query(case[0], case[1], tcp=True), case)
 
@@ -179,21 +159,21 @@ def test_cluster_names_are_the_kubernetes_plugins(plain):
 HL = "hl.default." + EX
 
 EXTENDED = [
-    (HL, "A", NOERROR, [rr(HL, "A", "10.1.0.1", 30), rr(HL, "A", "10.1.0.2", 30)], False, None),
-    (HL, "SRV", NOERROR, [rr(HL, "SRV", f"0 50 80 a.{HL}"), rr(HL, "SRV", f"0 50 80 10-1-0-2.{HL}")], False,
+    (HL, "A", NOERROR, [rr(HL, "A", "10.1.0.1", 30), rr(HL, "A", "10.1.0.2", 30)], None, None),
+    (HL, "SRV", NOERROR, [rr(HL, "SRV", f"0 50 80 a.{HL}"), rr(HL, "SRV", f"0 50 80 10-1-0-2.{HL}")], None,
      [rr("a." + HL, "A", "10.1.0.1", 30), rr("10-1-0-2." + HL, "A", "10.1.0.2", 30)]),
     ("_http._tcp." + HL, "SRV", NOERROR,
      [rr("_http._tcp." + HL, "SRV", f"0 50 80 a.{HL}"), rr("_http._tcp." + HL, "SRV", f"0 50 80 10-1-0-2.{HL}")],
-     False, None),
-    ("a." + HL, "A", NOERROR, [rr("a." + HL, "A", "10.1.0.1", 30)], False, None),
-    ("10-1-0-2." + HL, "A", NOERROR, [rr("10-1-0-2." + HL, "A", "10.1.0.2", 30)], False, None),
+     None, None),
+    ("a." + HL, "A", NOERROR, [rr("a." + HL, "A", "10.1.0.1", 30)], None, None),
+    ("10-1-0-2." + HL, "A", NOERROR, [rr("10-1-0-2." + HL, "A", "10.1.0.2", 30)], None, None),
     # external addresses win over endpoints
-    ("hlext.default." + EX, "A", NOERROR, [rr("hlext.default." + EX, "A", "192.0.2.20", 30)], False, None),
-    (LB, "A", NOERROR, [rr(LB, "A", "192.168.200.123", 30), rr(LB, "A", "203.0.113.7", 30)], False, None),
+    ("hlext.default." + EX, "A", NOERROR, [rr("hlext.default." + EX, "A", "192.0.2.20", 30)], None, None),
+    (LB, "A", NOERROR, [rr(LB, "A", "192.168.200.123", 30), rr(LB, "A", "203.0.113.7", 30)], None, None),
 ]
 
 
-@pytest.mark.parametrize("case", EXTENDED, ids=[_id(c) for c in EXTENDED])
+@pytest.mark.parametrize("case", EXTENDED, ids=[case_id(c) for c in EXTENDED])
 def test_headless_apex_and_ttl_options(extended, case):
     check(extended.query(case[0], case[1]), case)
 

@@ -49,7 +49,8 @@ def render(renderer, key: bytes, zone, labels: list[bytes]) -> tuple[Name | None
     entries = _entries(imp, slices, endpoint, cluster, port, proto)
     if entries is None:
         return NOT_FOUND
-    return Name(renderer.entry_answers(key, zone, entries) if entries else {}), (import_dep(*ikey), namespace_dep(ikey[0]))
+    answers = renderer.entry_answers(key, zone, entries) if entries else {}
+    return Name(answers), (import_dep(*ikey), namespace_dep(ikey[0]))
 
 
 def _entries(imp, slices, endpoint, cluster, port, proto) -> tuple | None:

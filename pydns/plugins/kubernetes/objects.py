@@ -195,7 +195,8 @@ class Slice:
     __hash__ = None
 
 
-def read_slice(obj: dict, pod_names: bool, zonal: bool = False, service_label: str = SERVICE_NAME_LABEL) -> Slice | None:
+def read_slice(obj: dict, pod_names: bool, zonal: bool = False,
+               service_label: str = SERVICE_NAME_LABEL) -> Slice | None:
     """The ready addresses of a slice; with ``pod_names`` an address without a hostname is
     named after its pod (``endpoint_pod_names``); with ``zonal`` each endpoint's zone is kept.
     ``service_label`` names the label that says whose slice it is (a ServiceImport's, for

@@ -40,7 +40,8 @@ def render(renderer, key: bytes, zone, labels: list[bytes]) -> tuple[Name | None
     if not entries and directive == PREFER:
         entries = _entries(svc, slices, None)
     # The name exists whatever the zone holds: an empty answer is NODATA, on every replica alike.
-    return Name(renderer.entry_answers(key, zone, entries) if entries else {}), (service_dep(*skey), namespace_dep(skey[0]))
+    answers = renderer.entry_answers(key, zone, entries) if entries else {}
+    return Name(answers), (service_dep(*skey), namespace_dep(skey[0]))
 
 
 def _entries(svc, slices, topology: str | None) -> tuple:
