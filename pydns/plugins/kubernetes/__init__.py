@@ -76,7 +76,8 @@ the EndpointSlices labelled ``multicluster.kubernetes.io/service-name`` as their
 and SRV; ``_port._proto.svc.ns.svc.ZONE``; ``hostname.clusterid.svc.ns.svc.ZONE`` for an
 endpoint of the cluster named by the slice's ``multicluster.kubernetes.io/source-cluster``
 label.  A ClusterSetIP import without ports has no names.  From an API server it needs
-list and watch of ``serviceimports`` in ``multicluster.x-k8s.io``.
+the ServiceImport CRD and list and watch of ``serviceimports`` in ``multicluster.x-k8s.io``;
+until they can be listed the plugin is not synced (and not ready), as in CoreDNS.
 
 The plugin also serves *k8s_external* (services' external addresses in other zones).
 

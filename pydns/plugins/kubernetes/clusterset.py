@@ -49,7 +49,8 @@ def render(renderer, key: bytes, zone, labels: list[bytes]) -> tuple[Name | None
     entries = _entries(imp, slices, endpoint, cluster, port, proto)
     if entries is None:
         return NOT_FOUND
-    answers = renderer.entry_answers(key, zone, entries) if entries else {}
+    # The renderer packs them as it packs any service's (same package: its helper is shared).
+    answers = renderer._entry_answers(key, zone, entries) if entries else {}
     return Name(answers), (import_dep(*ikey), namespace_dep(ikey[0]))
 
 

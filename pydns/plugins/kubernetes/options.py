@@ -163,7 +163,7 @@ def parse(d: Directive, server_zones: list[str]) -> Options:
             _args(opt, 0, 0)
             opts.zonal = True
         elif name == "multicluster":
-            opts.multicluster = normalize_zones(_args(opt, 0), []) if opt.args else []
+            opts.multicluster = normalize_zones(_args(opt, 0), [])  # none: no multi-cluster zone, as CoreDNS
         else:
             raise opt.error(f"{PREFIX}unknown property '{name}'")
     for zone in opts.multicluster:

@@ -101,7 +101,7 @@ class Renderer:
             entries = data
         if not entries:
             return NOT_FOUND
-        return Name(self.entry_answers(key, zone, entries)), deps
+        return Name(self._entry_answers(key, zone, entries)), deps
 
     def _namespace(self, ns: str, pod: bool) -> tuple[Name | None, tuple]:
         if (pod and self.pods_mode == "disabled") or not self.exposed(ns):
@@ -182,7 +182,7 @@ class Renderer:
         answer = build([Packer(key).named(TYPE_CNAME, self.ttl, wire)], ttl=self.ttl, plugin=self.plugin)
         return Name({TYPE_CNAME: answer}, external=target + ".")
 
-    def entry_answers(self, key: bytes, zone: Zone, entries: tuple) -> dict[int, Answer]:
+    def _entry_answers(self, key: bytes, zone: Zone, entries: tuple) -> dict[int, Answer]:
         """A, AAAA and SRV answers for a name whose lookup finds ``entries``."""
         ttl, plugin = self.ttl, self.plugin
         packer = Packer(key)
@@ -239,7 +239,7 @@ class Renderer:
             prefix = label(podname) + label(ns) + POD
         except ValueError:
             return NOT_FOUND
-        return Name(self.entry_answers(key, zone, ((ip, 0, prefix),) * count)), (namespace_dep(ns),
+        return Name(self._entry_answers(key, zone, ((ip, 0, prefix),) * count)), (namespace_dep(ns),
                                                                                    pod_dep(ns, text))
 
     # ================================================================ reverse

@@ -40,7 +40,8 @@ def render(renderer, key: bytes, zone, labels: list[bytes]) -> tuple[Name | None
     if not entries and directive == PREFER:
         entries = _entries(svc, slices, None)
     # The name exists whatever the zone holds: an empty answer is NODATA, on every replica alike.
-    answers = renderer.entry_answers(key, zone, entries) if entries else {}
+    # The renderer packs them as it packs any service's (same package: its helper is shared).
+    answers = renderer._entry_answers(key, zone, entries) if entries else {}
     return Name(answers), (service_dep(*skey), namespace_dep(skey[0]))
 
 
