@@ -137,6 +137,17 @@ def test_imports_and_their_slices_follow_changes(mc):
     assert len(ask(mc, CACHE, "A")[1]) == 4
 
 
+def test_ignore_empty_service_hides_clusterset_ips_without_endpoints(kind, tmp_path):
+    corefile = COREFILE.replace("    zonal\n", "    ignore empty_service\n")
+    objects = CLUSTER + [import_slice("db-east", "db", "east", [endpoint("10.6.0.1", ready=False)])]
+    with serving(kind, objects, tmp_path, corefile) as srv:
+        assert ask(srv, DB, "A") == (NXDOMAIN, [])
+        assert len(ask(srv, CACHE, "A")[1]) == 3  # headless imports are not affected
+        srv.cluster.apply(import_slice("db-east", "db", "east", [endpoint("10.6.0.1")]))
+        expected = (NOERROR, [rr(DB, "A", "10.9.0.1")])
+        assert eventually(lambda: ask(srv, DB, "A"), expected) == expected
+
+
 def test_multicluster_zone_must_be_served(tmp_path):
     corefile = ".:0 {\n  kubernetes cluster.local {\n    multicluster clusterset.local\n  }\n}\n"
     error = setup_error(tmp_path, corefile)
