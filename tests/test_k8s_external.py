@@ -7,6 +7,9 @@ through the official client.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.k8s_sources import kind  # noqa: F401 (the fixture: each source in turn)
@@ -237,3 +240,9 @@ def test_setup_errors_name_file_and_line(tmp_path, options, line, message):
 def test_without_the_kubernetes_plugin_start_up_fails_at_the_directive(tmp_path):
     error = setup_error(tmp_path, block("", kubernetes=False))
     assert error == f"{tmp_path / 'Corefile'}:3: plugin/k8s_external: kubernetes plugin not loaded"
+    # -validate says so too, without serving
+    result = subprocess.run([sys.executable, "-m", "pydns", "-validate", "-conf", str(tmp_path / "Corefile")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    message = f"{tmp_path / 'Corefile'}:3: plugin/k8s_external: kubernetes plugin not loaded"
+    assert message in result.stdout + result.stderr

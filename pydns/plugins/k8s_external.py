@@ -56,6 +56,9 @@ TYPE_A, TYPE_NS, TYPE_SOA, TYPE_PTR, TYPE_AAAA, TYPE_SRV = 1, 2, 6, 12, 28, 33
 class K8sExternal(Plugin):
     def setup(self, d: Directive) -> None:
         self.directive = d
+        # CoreDNS finds out at start-up; a Corefile check (-validate) can tell already.
+        if not any(str(other.name) == "kubernetes" for other in self.server.block.directives):
+            raise d.error("plugin/k8s_external: kubernetes plugin not loaded")
         self.zones = normalize_zones(d.args, self.server.zones)
         self._zone_by_wire = {to_wire(z): z for z in self.zones}
         self.apex = "dns"
@@ -85,10 +88,7 @@ class K8sExternal(Plugin):
         self._cached_at = None
 
     async def start(self) -> None:
-        kube = self.server.plugin("kubernetes")
-        if kube is None:
-            raise self.directive.error("plugin/k8s_external: kubernetes plugin not loaded")
-        self.kube = kube
+        self.kube = self.server.plugin("kubernetes")  # set up with this block: see setup
 
     # ------------------------------------------------------------------ queries
     def serve(self, req: Request):
