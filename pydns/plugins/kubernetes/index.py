@@ -1,8 +1,9 @@
 """The kubernetes plugin's index: objects in, ready answers out.
 
 Sources (the API's list+watch, or manifest files) feed raw objects in, on the event loop's
-thread, for the kinds "Namespace", "Service", "EndpointSlice" and "Pod" (others are
-ignored)::
+thread, for the kinds "Namespace", "Service", "EndpointSlice" and "Pod", and with
+``multicluster`` "ServiceImport" and "MultiClusterEndpointSlice" (EndpointSlices labelled for
+a ServiceImport); others are ignored::
 
     index.replace(kind, objects)   # the full state of a kind (a list or relist)
     index.upsert(kind, obj)        # one added or modified object (a watch event)
