@@ -377,7 +377,9 @@ def test_endpoint_slices_keep_only_ready_endpoints_and_what_names_them(api, sour
     server = api([namespace("default"), service("web"), raw])
     index = synced(source(server))
     kept = index.get("EndpointSlice", "default", "web-1")
-    assert kept["endpoints"] == [{"addresses": ["10.1.0.1"], "hostname": "a", "targetRef": {"name": "web-a"}}]
+    # the zone names it too: the ``zonal`` option's names
+    assert kept["endpoints"] == [{"addresses": ["10.1.0.1"], "hostname": "a", "zone": "z1",
+                                  "targetRef": {"name": "web-a"}}]
     assert kept["addressType"] == "IPv4" and kept["ports"] == raw["ports"]
     assert kept["metadata"]["labels"] == {"kubernetes.io/service-name": "web"}
 

@@ -558,8 +558,10 @@ SETUP_ERRORS = [
     ("kubeconfig", "wrong argument count"),
     ("noendpoints yes", "wrong argument count"),
     ("resyncperiod 30s", "unknown property 'resyncperiod'"),
-    ("zonal", "option 'zonal' is not supported"),
-    ("multicluster clusterset.local", "option 'multicluster' is not supported"),
+    ("zonal on", "wrong argument count"),
+    ("zonal\n  noendpoints", "zonal requires the endpoint cache; remove noendpoints"),
+    ("multicluster clusterset.local", "is not authoritative for the multicluster zone clusterset.local. "
+                                      "(authoritative zones: cluster.local. in-addr.arpa. ip6.arpa.)"),
     ("apiserver_max_inflight -1", "apiserver_max_inflight must be >= 0"),
     ("apiserver_max_inflight some", 'invalid apiserver_max_inflight "some"'),
     ("apiserver_max_inflight 5", "'apiserver_max_inflight' cannot be combined with 'manifests'"),

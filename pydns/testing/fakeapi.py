@@ -9,7 +9,8 @@
 What it serves (JSON only), the way kube-apiserver does:
 
 * ``GET /api/v1/{namespaces,services,endpoints,pods}`` and
-  ``GET /apis/discovery.k8s.io/v1/endpointslices`` cluster-wide, the namespaced forms
+  ``GET /apis/discovery.k8s.io/v1/endpointslices`` and
+  ``GET /apis/multicluster.x-k8s.io/v1alpha1/serviceimports`` cluster-wide, the namespaced forms
   ``.../namespaces/NS/RESOURCE[/NAME]``, ``/api/v1/namespaces/NAME``, ``/version``, ``/api``,
   ``/apis``, the group discovery documents and ``/healthz``, ``/livez``, ``/readyz``.
 * Lists, with kube-apiserver's resourceVersion semantics: ``resourceVersion=0`` or
@@ -116,6 +117,7 @@ RESOURCES = {r.kind: r for r in (
     Resource("Endpoints", "", "v1", "endpoints", True),
     Resource("Pod", "", "v1", "pods", True),
     Resource("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True),
+    Resource("ServiceImport", "multicluster.x-k8s.io", "v1alpha1", "serviceimports", True),
 )}
 _BY_PATH = {(r.prefix, r.plural): r for r in RESOURCES.values()}
 
@@ -1077,7 +1079,8 @@ def _discovery(parts: tuple[str, ...]) -> dict | str | None:
 
 
 def _group(name: str) -> dict:
-    version = {"groupVersion": f"{name}/v1", "version": "v1"}
+    (served,) = {r.version for r in RESOURCES.values() if r.group == name}
+    version = {"groupVersion": f"{name}/{served}", "version": served}
     return {"name": name, "versions": [version], "preferredVersion": version}
 
 

@@ -19,6 +19,8 @@ Syntax::
         fallthrough [ZONES...]
         ignore empty_service
         startup_timeout DURATION
+        zonal
+        multicluster [ZONES...]
         manifests PATH...
     }
 
@@ -54,12 +56,30 @@ NXDOMAIN or NODATA get SERVFAIL, and *ready* reports not ready.
 
 ``manifests PATH...`` (beyond CoreDNS) reads the cluster from YAML/JSON files or folders
 (relative to the Corefile's folder) instead of an API server: Namespaces, Services,
-EndpointSlices, Endpoints and Pods, multi-document or ``kind: List``.  A Service without an
+EndpointSlices, Endpoints, Pods and ServiceImports, multi-document or ``kind: List``.  A Service without an
 EndpointSlice gets one derived from its Endpoints, or from the Pods its selector matches, as
 the cluster's controllers would.  Edits are served within two seconds; a broken file is
 logged and keeps its last good objects.
 
-CoreDNS's ``multicluster`` and ``zonal`` are refused at start-up.
+``zonal`` (CoreDNS 1.14.7) adds zone-scoped names for headless services:
+``TOPOLOGY-ZONE.pin._zone.svc.ns.svc.ZONE`` answers the endpoints whose EndpointSlice
+``zone`` is TOPOLOGY-ZONE (none: NODATA), ``TOPOLOGY-ZONE.prefer._zone...`` those, else every
+endpoint.  The zone is every label left of the directive (zone values may hold dots),
+matched regardless of case; A/AAAA and SRV (zone-filtered glue too), NODATA for other types;
+ClusterIP and ExternalName services, unknown directives and multi-cluster zones are
+NXDOMAIN.  It needs the endpoints: ``zonal`` with ``noendpoints`` is an error.
+
+``multicluster ZONES...`` makes ZONES (which must be among the plugin's zones) serve the
+ServiceImports (``multicluster.x-k8s.io/v1alpha1``) of KEP-1645 instead of Services, with
+the EndpointSlices labelled ``multicluster.kubernetes.io/service-name`` as their endpoints:
+``svc.ns.svc.ZONE`` A/AAAA of a ClusterSetIP import's IPs (headless: every ready endpoint)
+and SRV; ``_port._proto.svc.ns.svc.ZONE``; ``hostname.clusterid.svc.ns.svc.ZONE`` for an
+endpoint of the cluster named by the slice's ``multicluster.kubernetes.io/source-cluster``
+label.  A ClusterSetIP import without ports has no names.  From an API server it needs
+the ServiceImport CRD and list and watch of ``serviceimports`` in ``multicluster.x-k8s.io``;
+until they can be listed the plugin is not synced (and not ready), as in CoreDNS.
+
+The plugin also serves *k8s_external* (services' external addresses in other zones).
 
 From an API server, objects are synced and watched as client-go does it: a streaming list
 where the server offers it, else a list at ``resourceVersion=0`` (its cache), then a watch;
@@ -121,7 +141,8 @@ class Kubernetes(Plugin):
         self.index = Index(opts.zones, ttl=opts.ttl, namespaces=opts.namespaces, labels=opts.labels,
                            namespace_labels=opts.namespace_labels, pods=opts.pods,
                            endpoint_pod_names=opts.endpoint_pod_names, noendpoints=opts.noendpoints,
-                           ignore_empty_service=opts.ignore_empty_service, plugin=self.name)
+                           ignore_empty_service=opts.ignore_empty_service, plugin=self.name, zonal=opts.zonal,
+                           multicluster=opts.multicluster)
         self.table = self.index.table
         self.fall = frozenset(to_wire(z) for z in opts.fallthrough) if opts.fallthrough is not None else None
         self._follow_cache: dict[tuple[bytes, int], Answer] = {}
@@ -131,6 +152,8 @@ class Kubernetes(Plugin):
             kinds.append("EndpointSlice")
         if opts.pods == "verified":
             kinds.append("Pod")
+        if opts.multicluster:
+            kinds += ["ServiceImport", "MultiClusterEndpointSlice"]
         self.kinds = tuple(kinds)
         self.directive = d
         self.source = None

@@ -53,6 +53,7 @@ over one set of fields, easier read whole than split.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -98,6 +99,9 @@ class KindSpec:
     method: str
     group: str
     plural: str
+    version: str = ""  # a custom resource's version (CustomObjectsApi calls take group, version, plural)
+    required_labels: str = ""  # a label selector every request of the kind carries
+    streaming: bool = True  # the client offers streaming lists (sendInitialEvents) for the kind
 
 
 KINDS = {s.kind: s for s in (
@@ -106,6 +110,11 @@ KINDS = {s.kind: s for s in (
     KindSpec("EndpointSlice", "DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces", "discovery.k8s.io",
              "endpointslices"),
     KindSpec("Pod", "CoreV1Api", "list_pod_for_all_namespaces", "", "pods"),
+    # multicluster: KEP-1645's ServiceImports, and the EndpointSlices made for them.
+    KindSpec("ServiceImport", "CustomObjectsApi", "list_cluster_custom_object", "multicluster.x-k8s.io",
+             "serviceimports", version="v1alpha1", streaming=False),
+    KindSpec("MultiClusterEndpointSlice", "DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces",
+             "discovery.k8s.io", "endpointslices", required_labels="multicluster.kubernetes.io/service-name"),
 )}
 
 
@@ -217,7 +226,14 @@ class _Reflector:
         self.source = source
         self.spec = spec
         self.call = getattr(getattr(client, spec.api)(source.client), spec.method)
-        self.selector = source.namespace_labels if spec.kind == "Namespace" else source.labels
+        if spec.version:
+            self.call = functools.partial(self.call, spec.group, spec.version, spec.plural)
+        if spec.kind == "Namespace":
+            self.selector = source.namespace_labels
+        elif spec.kind == "ServiceImport":
+            self.selector = None  # ServiceImports carry no labels of the services they import
+        else:
+            self.selector = ",".join(filter(None, (source.labels, spec.required_labels))) or None
         self.fields = POD_FIELD_SELECTOR if spec.kind == "Pod" else None
         # Failures of this kind alone (RBAC, a bad request) back off on their own.
         self.backoff = Backoff(*source.backoff_settings)
@@ -245,7 +261,7 @@ class _Reflector:
             syncing = self.version is None
             verb = "list" if syncing else "watch"
             try:
-                if syncing and not self.source.streaming:
+                if syncing and not (self.source.streaming and self.spec.streaming):
                     self.list()
                 else:
                     self.watch()

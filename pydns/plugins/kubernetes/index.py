@@ -1,8 +1,9 @@
 """The kubernetes plugin's index: objects in, ready answers out.
 
 Sources (the API's list+watch, or manifest files) feed raw objects in, on the event loop's
-thread, for the kinds "Namespace", "Service", "EndpointSlice" and "Pod" (others are
-ignored)::
+thread, for the kinds "Namespace", "Service", "EndpointSlice" and "Pod", and with
+``multicluster`` "ServiceImport" and "MultiClusterEndpointSlice" (EndpointSlices labelled for
+a ServiceImport); others are ignored::
 
     index.replace(kind, objects)   # the full state of a kind (a list or relist)
     index.upsert(kind, obj)        # one added or modified object (a watch event)
@@ -38,13 +39,15 @@ from pydns.wire import Answer
 from pydns.zones import wire_lookup
 
 from .memo import Memo, Name
-from .objects import HEADLESS, Slice, key_of, labels_of, meta_of, read_pod, read_service, read_slice, trigger_time
+from .objects import (HEADLESS, MCS_SERVICE_NAME_LABEL, Slice, key_of, labels_of, meta_of, read_pod, read_service,
+                      read_service_import, read_slice, trigger_time)
 from .render import Renderer, Zone
 from .store import Store
 
 log = logging.getLogger("plugin/kubernetes")
 
-KINDS = ("Namespace", "Service", "EndpointSlice", "Pod")
+# ServiceImports and the EndpointSlices labelled for them are read with ``multicluster`` only.
+KINDS = ("Namespace", "Service", "EndpointSlice", "Pod", "ServiceImport", "MultiClusterEndpointSlice")
 RECENT_MAX = 10000
 MEMO_MAX = 16384  # rendered names kept at once: about 1.7 KB each, 28 MB when full
 _UNCHANGED = object()  # what an event reduces to when it must leave the store as it is
@@ -58,8 +61,9 @@ _latency = metrics.histogram(
 class Index:
     def __init__(self, zones: list[str], *, ttl: int = 5, namespaces=(), labels=None, namespace_labels=None,
                  pods: str = "disabled", endpoint_pod_names: bool = False, noendpoints: bool = False,
-                 ignore_empty_service: bool = False, local_ips=(), plugin: str = "kubernetes"):
-        self.zones = [Zone(z) for z in zones]
+                 ignore_empty_service: bool = False, local_ips=(), plugin: str = "kubernetes", zonal: bool = False,
+                 multicluster=()):
+        self.zones = [Zone(z, multicluster=z in multicluster) for z in zones]
         forward = [z for z in self.zones if not z.reverse]
         if not forward:
             raise ValueError("non-reverse zone name must be used")
@@ -70,11 +74,12 @@ class Index:
         self.pods_mode = pods
         self.pod_names = endpoint_pod_names
         self.noendpoints = noendpoints
+        self.zonal = zonal
         self.local_ips: tuple[str, ...] = tuple(local_ips)
 
         self.store = Store()
         self.renderer = Renderer(self.store, forward[0], ttl=ttl, namespaces=frozenset(namespaces), pods=pods,
-                                 ignore_empty_service=ignore_empty_service, plugin=plugin)
+                                 ignore_empty_service=ignore_empty_service, plugin=plugin, zonal=zonal)
         self.memo = Memo(MEMO_MAX)
         self.table: dict[tuple[bytes, int], Answer] = self.memo.table
         self.recent: dict[tuple[bytes, int], Answer] = {}
@@ -84,9 +89,11 @@ class Index:
         self._pin_apex()
 
         self._readers = {"Namespace": self._read_namespace, "Service": self._read_service,
-                         "EndpointSlice": self._read_slice, "Pod": self._read_pod}
+                         "EndpointSlice": self._read_slice, "Pod": self._read_pod,
+                         "ServiceImport": self._read_import, "MultiClusterEndpointSlice": self._read_mc_slice}
         self._writers = {"Namespace": self._put_namespace, "Service": self._put_service,
-                         "EndpointSlice": self._put_slice, "Pod": self._put_pod}
+                         "EndpointSlice": self._put_slice, "Pod": self._put_pod,
+                         "ServiceImport": self._put_import, "MultiClusterEndpointSlice": self._put_mc_slice}
 
     # ================================================================ the source interface
     def upsert(self, kind: str, obj: dict) -> None:
@@ -166,7 +173,17 @@ class Index:
     def _read_slice(self, obj: dict):
         if self.noendpoints:
             return _UNCHANGED
-        return read_slice(obj, self.pod_names) if self.labels is None or self.labels.matches(labels_of(obj)) else None
+        if self.labels is not None and not self.labels.matches(labels_of(obj)):
+            return None
+        return read_slice(obj, self.pod_names, self.zonal)
+
+    def _read_import(self, obj: dict):
+        return read_service_import(obj)
+
+    def _read_mc_slice(self, obj: dict):
+        if self.labels is not None and not self.labels.matches(labels_of(obj)):
+            return None
+        return read_slice(obj, self.pod_names, service_label=MCS_SERVICE_NAME_LABEL)
 
     def _read_pod(self, obj: dict):
         if self.pods_mode != "verified":
@@ -185,6 +202,12 @@ class Index:
 
     def _put_pod(self, key, ip, _stamp) -> None:
         self.store.put_pod(key, ip)
+
+    def _put_import(self, key, imp, _stamp) -> None:
+        self.store.put_import(key, imp)
+
+    def _put_mc_slice(self, key, sl, _stamp) -> None:
+        self.store.put_mc_slice(key, sl)
 
     def _put_slice(self, key, sl: Slice | None, stamp: str | None) -> None:
         old = self.store.slices.get(key)

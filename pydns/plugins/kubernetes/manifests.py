@@ -5,7 +5,7 @@
 Each PATH is a file or a folder (its ``*.yaml``, ``*.yml`` and ``*.json`` files, not
 recursing, hidden files skipped); a relative PATH is taken from the Corefile's folder.  A
 file holds one or more documents (``---``), a ``kind: List`` or a plain list; Namespaces,
-Services, EndpointSlices, Endpoints and Pods are used, other kinds ignored.  Objects without
+Services, EndpointSlices, Endpoints, Pods and ServiceImports are used, other kinds ignored.  Objects without
 a namespace are in ``default``, and a namespace that objects use but no Namespace declares
 exists anyway, as in a real cluster.
 A Service without an EndpointSlice gets one derived from its ``Endpoints`` or, having a
@@ -34,12 +34,12 @@ import threading
 import yaml
 
 from . import derive
-from .objects import SERVICE_NAME_LABEL, key_of, meta_of
+from .objects import MCS_SERVICE_NAME_LABEL, SERVICE_NAME_LABEL, key_of, meta_of
 
 log = logging.getLogger("plugin/kubernetes")
 
-USED_KINDS = ("Namespace", "Service", "EndpointSlice", "Endpoints", "Pod")
-INDEX_ORDER = ("Namespace", "Service", "EndpointSlice", "Pod")
+USED_KINDS = ("Namespace", "Service", "EndpointSlice", "Endpoints", "Pod", "ServiceImport")
+INDEX_ORDER = ("Namespace", "Service", "EndpointSlice", "Pod", "ServiceImport", "MultiClusterEndpointSlice")
 SUFFIXES = (".yaml", ".yml", ".json")
 POLL_INTERVAL = 0.5
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -145,6 +145,10 @@ def desired_state(objects: list[dict], overrides=()) -> dict[tuple[str, str, str
             derived.extend(derive.from_pods(svc, pods_in.get(ns, [])))
     for obj in derived:
         state.setdefault(_identity(obj), obj)
+    # A ServiceImport's slices (multicluster) are read as their own kind, as the API source lists them.
+    for (kind, ns, name), obj in list(state.items()):
+        if kind == "EndpointSlice" and MCS_SERVICE_NAME_LABEL in (meta_of(obj).get("labels") or {}):
+            state[("MultiClusterEndpointSlice", ns, name)] = obj
     return state
 
 

@@ -14,6 +14,9 @@ from .packing import label
 
 CLUSTER_IP, HEADLESS, EXTERNAL = 0, 1, 2
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# KEP-1645 (Multi-Cluster Services): a ServiceImport's slices, and the cluster each came from.
+MCS_SERVICE_NAME_LABEL = "multicluster.kubernetes.io/service-name"
+SOURCE_CLUSTER_LABEL = "multicluster.kubernetes.io/source-cluster"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 NO_PORTS = (("", "", -1),)
 SVC = b"\x03svc"
@@ -81,13 +84,29 @@ def _ports(raw) -> tuple:
     return _shared(tuple(ports)) if ports else NO_PORTS
 
 
+def strip_underscore(raw: bytes) -> str:
+    """A query's port or protocol label (``_http``, or written without the underscore)."""
+    text = raw.decode("latin-1")
+    return text[1:] if text.startswith("_") else text
+
+
+def port_matches(wanted: str | None, have: str) -> bool:
+    """A port name or protocol asked for (none: any) against one read by ``_ports``."""
+    return not wanted or wanted == have
+
+
 class Service:
-    """``base`` is the wire form of ``name.ns.svc`` (None when the names are no DNS labels)."""
+    """``base`` is the wire form of ``name.ns.svc`` (None when the names are no DNS labels).
 
-    __slots__ = ("ns", "name", "kind", "ips", "ports", "target", "base")
+    ``external``: what *k8s_external* serves, as CoreDNS collects it: ``spec.externalIPs``,
+    then each load balancer ingress's IP (or, without one, its hostname).
+    """
 
-    def __init__(self, ns: str, name: str, kind: int, ips: tuple, ports: tuple, target: str):
+    __slots__ = ("ns", "name", "kind", "ips", "ports", "target", "base", "external")
+
+    def __init__(self, ns: str, name: str, kind: int, ips: tuple, ports: tuple, target: str, external: tuple = ()):
         self.ns, self.name, self.kind, self.ips, self.ports, self.target = ns, name, kind, ips, ports, target
+        self.external = external
         try:
             self.base = label(name) + label(ns) + SVC
         except ValueError:
@@ -100,7 +119,27 @@ class Service:
 
     @property
     def state(self) -> tuple:
-        return (self.ns, self.name, self.kind, self.ips, self.ports, self.target)
+        return (self.ns, self.name, self.kind, self.ips, self.ports, self.target, self.external)
+
+
+def _external_addresses(obj: dict, spec: dict) -> tuple:
+    """``spec.externalIPs`` and the load balancer's ingress addresses (or hostnames), in CoreDNS's order."""
+    out = []
+    for raw in spec.get("externalIPs") or ():
+        ip = canonical_ip(raw)
+        if ip is not None:
+            out.append(ip)
+    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    balancer = status.get("loadBalancer") if isinstance(status.get("loadBalancer"), dict) else {}
+    for ingress in balancer.get("ingress") or ():
+        if not isinstance(ingress, dict):
+            continue
+        ip = canonical_ip(ingress.get("ip"))
+        if ip is not None:
+            out.append(ip)
+        elif isinstance(ingress.get("hostname"), str) and ingress["hostname"].strip():
+            out.append(ingress["hostname"].strip().rstrip(".").lower())
+    return tuple(out)
 
 
 def read_service(obj: dict) -> Service | None:
@@ -108,19 +147,20 @@ def read_service(obj: dict) -> Service | None:
     if not name:
         return None
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    external = _external_addresses(obj, spec)
     if spec.get("type") == "ExternalName":
         target = str(spec.get("externalName") or "").strip().rstrip(".")
         # An address is no CNAME target: CoreDNS serves nothing for such a service.
         if canonical_ip(target) is not None:
             target = ""
-        return Service(ns, name, EXTERNAL, (), NO_PORTS, target.lower())
+        return Service(ns, name, EXTERNAL, (), NO_PORTS, target.lower(), external)
     raw_ips = spec.get("clusterIPs") or [spec.get("clusterIP") or ""]
     if not isinstance(raw_ips, list):
         raw_ips = [raw_ips]
     if raw_ips and raw_ips[0] == "None":
-        return Service(ns, name, HEADLESS, (), _ports(spec.get("ports")), "")
+        return Service(ns, name, HEADLESS, (), _ports(spec.get("ports")), "", external)
     ips = tuple(ip for ip in map(canonical_ip, raw_ips) if ip is not None)
-    return Service(ns, name, CLUSTER_IP, ips, _ports(spec.get("ports")), "")
+    return Service(ns, name, CLUSTER_IP, ips, _ports(spec.get("ports")), "", external)
 
 
 class Slice:
@@ -129,13 +169,17 @@ class Slice:
     Addresses and names are kept in two parallel tuples rather than a pair per endpoint: a
     large cluster has a hundred thousand endpoints, and the pairs alone would be 5 MB.  A
     name that is the dashed address (most endpoints have no hostname) is kept as None and
-    made again when asked for.
+    made again when asked for.  ``zones`` (read for ``zonal`` only) is each endpoint's
+    topology zone, lower-cased, or None; ``cluster`` is a multi-cluster slice's source
+    cluster (``multicluster``).
     """
 
-    __slots__ = ("ns", "service", "ports", "ips", "names")
+    __slots__ = ("ns", "service", "ports", "ips", "names", "zones", "cluster")
 
-    def __init__(self, ns: str, service: str, ports: tuple, ips: tuple, names: tuple):
+    def __init__(self, ns: str, service: str, ports: tuple, ips: tuple, names: tuple, zones: tuple = (),
+                 cluster: str = ""):
         self.ns, self.service, self.ports, self.ips, self.names = ns, service, ports, ips, names
+        self.zones, self.cluster = zones, cluster
 
     @property
     def endpoints(self):
@@ -145,25 +189,32 @@ class Slice:
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, Slice) and self.ns == other.ns and self.service == other.service
-                and self.ports == other.ports and self.ips == other.ips and self.names == other.names)
+                and self.ports == other.ports and self.ips == other.ips and self.names == other.names
+                and self.zones == other.zones and self.cluster == other.cluster)
 
     __hash__ = None
 
 
-def read_slice(obj: dict, pod_names: bool) -> Slice | None:
+def read_slice(obj: dict, pod_names: bool, zonal: bool = False,
+               service_label: str = SERVICE_NAME_LABEL) -> Slice | None:
     """The ready addresses of a slice; with ``pod_names`` an address without a hostname is
-    named after its pod (``endpoint_pod_names``)."""
+    named after its pod (``endpoint_pod_names``); with ``zonal`` each endpoint's zone is kept.
+    ``service_label`` names the label that says whose slice it is (a ServiceImport's, for
+    multi-cluster slices, whose source cluster is kept too)."""
     ns, name = key_of(obj)
-    service = str((meta_of(obj).get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
+    labels = labels_of(obj)
+    service = str(labels.get(service_label) or "")
     if not name or not service or obj.get("addressType") == "FQDN":
         return None
-    ips, names = [], []
+    cluster = str(labels.get(SOURCE_CLUSTER_LABEL) or "") if service_label == MCS_SERVICE_NAME_LABEL else ""
+    ips, names, zones = [], [], []
     for ep in obj.get("endpoints") or ():
         if not isinstance(ep, dict):
             continue
         conditions = ep.get("conditions") if isinstance(ep.get("conditions"), dict) else {}
         if conditions.get("ready") is False:  # unset means ready, as the API documents
             continue
+        zone = ep.get("zone") if zonal and isinstance(ep.get("zone"), str) and ep.get("zone") else None
         hostname = str(ep.get("hostname") or "")
         if not hostname and pod_names:
             ref = ep.get("targetRef") if isinstance(ep.get("targetRef"), dict) else {}
@@ -182,8 +233,10 @@ def read_slice(obj: dict, pod_names: bool) -> Slice | None:
                         pass
                 ips.append(ip)
                 names.append(name)
-    names = tuple(names)
-    return Slice(ns, service, _ports(obj.get("ports")), tuple(ips), names if any(names) else _shared(names))
+                zones.append(zone.lower() if zone else None)
+    names, zones = tuple(names), tuple(zones)
+    return Slice(ns, service, _ports(obj.get("ports")), tuple(ips), names if any(names) else _shared(names),
+                 zones if any(zones) else (), cluster)
 
 
 def trigger_time(obj: dict) -> str | None:
@@ -200,3 +253,35 @@ def read_pod(obj: dict) -> tuple[bool, str | None]:
 def labels_of(obj: dict) -> dict:
     labels = meta_of(obj).get("labels")
     return labels if isinstance(labels, dict) else {}
+
+
+class ServiceImport:
+    """A ServiceImport (multicluster.x-k8s.io): ClusterSetIP (``ips``) or headless, with its ports."""
+
+    __slots__ = ("ns", "name", "headless", "ips", "ports", "base")
+
+    def __init__(self, ns: str, name: str, headless: bool, ips: tuple, ports: tuple):
+        self.ns, self.name, self.headless, self.ips, self.ports = ns, name, headless, ips, ports
+        try:
+            self.base = label(name) + label(ns) + SVC
+        except ValueError:
+            self.base = None
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, ServiceImport) and self.ns == other.ns and self.name == other.name
+                and self.headless == other.headless and self.ips == other.ips and self.ports == other.ports)
+
+    __hash__ = None
+
+
+def read_service_import(obj: dict) -> ServiceImport | None:
+    """A ServiceImport's type, ``spec.ips`` and ports; no ports means no ClusterSetIP records, as
+    in CoreDNS (unlike a Service, which then still has its address records)."""
+    ns, name = key_of(obj)
+    if not name:
+        return None
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    raw = spec.get("ips") if isinstance(spec.get("ips"), list) else ()
+    ips = tuple(ip for ip in map(canonical_ip, raw) if ip is not None)
+    ports = _ports(spec.get("ports"))
+    return ServiceImport(ns, name, spec.get("type") == "Headless", ips, () if ports == NO_PORTS else ports)

@@ -16,11 +16,6 @@ log = logging.getLogger("plugin/kubernetes")
 
 PREFIX = "plugin/kubernetes: "
 POD_MODES = ("disabled", "verified", "insecure")
-# Options CoreDNS documents that this implementation does not offer: refused, never ignored.
-UNSUPPORTED = {
-    "multicluster": "multicluster (MCS-API ServiceImports) is not supported",
-    "zonal": "zone-scoped names are not supported",
-}
 CONNECTION_OPTIONS = ("endpoint", "tls", "kubeconfig", "apiserver_qps", "apiserver_burst", "apiserver_max_inflight")
 
 
@@ -44,6 +39,8 @@ class Options:
     ignore_empty_service: bool = False
     startup_timeout: float = 5.0
     manifests: list[str] = field(default_factory=list)
+    zonal: bool = False
+    multicluster: list[str] = field(default_factory=list)
 
 
 def _arg_error(opt: Directive) -> CorefileError:
@@ -162,10 +159,19 @@ def parse(d: Directive, server_zones: list[str]) -> Options:
                 if not os.path.exists(path):
                     raise opt.error(f"{PREFIX}manifests: no such file or directory: '{arg}'", arg)
                 opts.manifests.append(path)
-        elif name in UNSUPPORTED:
-            raise opt.error(f"{PREFIX}option '{name}' is not supported: {UNSUPPORTED[name]}")
+        elif name == "zonal":
+            _args(opt, 0, 0)
+            opts.zonal = True
+        elif name == "multicluster":
+            opts.multicluster = normalize_zones(_args(opt, 0), [])  # none: no multi-cluster zone, as CoreDNS
         else:
             raise opt.error(f"{PREFIX}unknown property '{name}'")
+    for zone in opts.multicluster:
+        if zone not in opts.zones:
+            raise given["multicluster"].error(f"{PREFIX}is not authoritative for the multicluster zone {zone} "
+                                              f"(authoritative zones: {' '.join(opts.zones)})")
+    if opts.zonal and opts.noendpoints:
+        raise given["zonal"].error(f"{PREFIX}zonal requires the endpoint cache; remove noendpoints")
     if opts.namespaces and opts.namespace_labels is not None:
         raise given["namespace_labels"].error(f"{PREFIX}namespaces and namespace_labels cannot both be set")
     if opts.manifests:

@@ -20,8 +20,11 @@ import math
 
 from pydns.wire import NXDOMAIN, SERVFAIL, Answer
 
+from . import clusterset, zonal
 from .memo import Name
 from .objects import CLUSTER_IP, EXTERNAL, HEADLESS, Service, canonical_ip
+from .objects import port_matches as _match
+from .objects import strip_underscore as _strip
 from .packing import (TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_PTR, TYPE_SOA, TYPE_SRV, TYPE_TXT, Packer,
                       address, build, ip_of_reverse, label, name_wire, pointer, soa_record, txt_rdata,
                       wire_labels)
@@ -34,10 +37,13 @@ NOT_FOUND = (None, ())
 
 
 class Zone:
-    __slots__ = ("name", "wire", "reverse", "negatives")
+    """``multicluster``: a zone of ServiceImports (``clusterset.local``), not of Services."""
 
-    def __init__(self, name: str):
+    __slots__ = ("name", "wire", "reverse", "negatives", "multicluster")
+
+    def __init__(self, name: str, multicluster: bool = False):
         self.name = name
+        self.multicluster = multicluster
         self.wire = name_wire(name)
         self.reverse = name.endswith(("in-addr.arpa.", "ip6.arpa."))
         self.negatives: dict[int, tuple[Answer, Answer, Answer]] = {}
@@ -45,7 +51,7 @@ class Zone:
 
 class Renderer:
     def __init__(self, store: Store, primary: Zone, *, ttl: int, namespaces: frozenset, pods: str,
-                 ignore_empty_service: bool, plugin: str):
+                 ignore_empty_service: bool, plugin: str, zonal: bool = False):
         self.store = store
         self.primary = primary
         self.ttl = ttl
@@ -54,6 +60,7 @@ class Renderer:
         self.pods_mode = pods
         self.ignore_empty = ignore_empty_service
         self.plugin = plugin
+        self.zonal = zonal
 
     def exposed(self, ns: str) -> bool:
         return ns in self.store.namespaces and (not self.namespaces or ns in self.namespaces)
@@ -72,6 +79,10 @@ class Renderer:
         ns = labels[-2].decode("latin-1")
         if labels[-1] == b"pod":
             return self._pod(key, zone, labels, ns)
+        if zone.multicluster:
+            return clusterset.render(self, key, zone, labels)
+        if self.zonal and n > 5 and labels[-1] == b"svc" and labels[-4] == zonal.ANCHOR:
+            return zonal.render(self, key, zone, labels)
         if labels[-1] != b"svc" or n > 5:
             return NOT_FOUND
         skey = (ns, labels[-3].decode("latin-1"))
@@ -348,11 +359,3 @@ def _port_prefix(port: str, proto: str, base: bytes) -> bytes | None:
     except ValueError:
         return None
 
-
-def _strip(raw: bytes) -> str:
-    text = raw.decode("latin-1")
-    return text[1:] if text.startswith("_") else text
-
-
-def _match(wanted: str, have: str) -> bool:
-    return not wanted or wanted == have

@@ -41,7 +41,7 @@ def slim(kind: str, obj: dict) -> dict:
         annotations = meta.get("annotations")
         if isinstance(annotations, dict):
             annotations.pop(LAST_APPLIED, None)
-    if kind == "EndpointSlice":
+    if kind in ("EndpointSlice", "MultiClusterEndpointSlice"):
         return {"metadata": meta, "addressType": obj.get("addressType"), "ports": obj.get("ports"),
                 "endpoints": [_slim_endpoint(ep) for ep in obj.get("endpoints") or () if _ready(ep)]}
     if kind == "Pod":
@@ -64,6 +64,8 @@ def _slim_endpoint(endpoint: dict) -> dict:
     kept = {"addresses": endpoint.get("addresses")}
     if endpoint.get("hostname"):
         kept["hostname"] = endpoint["hostname"]
+    if endpoint.get("zone"):
+        kept["zone"] = endpoint["zone"]  # zonal
     ref = endpoint.get("targetRef")
     if isinstance(ref, dict) and ref.get("name"):
         kept["targetRef"] = {"name": ref["name"]}  # endpoint_pod_names

@@ -13,13 +13,18 @@ what a change invalidates: no caller has to say beforehand what it is about to c
 
 from __future__ import annotations
 
-from .objects import Service, Slice
+from .objects import Service, ServiceImport, Slice
 
 
 # Dependency keys: what a rendered name was made from, and what a change touches.
 def service_dep(ns: str, name: str) -> tuple:
     """A service, its endpoint slices: its own names, port names and endpoint names."""
     return ("service", ns, name)
+
+
+def import_dep(ns: str, name: str) -> tuple:
+    """A ServiceImport and its multi-cluster slices (``multicluster``)."""
+    return ("import", ns, name)
 
 
 def namespace_dep(ns: str) -> tuple:
@@ -95,6 +100,9 @@ class Store:
         self.slices_by_service = MultiIndex()  # (ns, service) -> slice keys
         self.services_by_ip = MultiIndex()  # cluster IP -> service keys
         self.slices_by_ip = MultiIndex()  # endpoint address -> slice keys
+        self.imports: dict[tuple[str, str], ServiceImport] = {}  # multicluster
+        self.mc_slices: dict[tuple[str, str], Slice] = {}
+        self.mc_slices_by_import = MultiIndex()  # (ns, service import) -> multi-cluster slice keys
         self.touched: set[tuple] = set()
 
     def drain(self) -> set[tuple]:
@@ -105,13 +113,17 @@ class Store:
     def keys_except(self, kind: str, seen: set) -> list:
         """The keys stored for a kind ("Namespace", "Service", "EndpointSlice", "Pod") that are not in ``seen``."""
         stored = {"Namespace": self.namespaces, "Service": self.services, "EndpointSlice": self.slices,
-                  "Pod": self.pods}[kind]
+                  "Pod": self.pods, "ServiceImport": self.imports, "MultiClusterEndpointSlice": self.mc_slices}[kind]
         return [key for key in stored if key not in seen]
 
     # ---------------------------------------------------------------- reading
     def slices_of(self, skey: tuple[str, str]) -> list[Slice]:
         slices = self.slices
         return [slices[k] for k in self.slices_by_service.get(skey)]
+
+    def mc_slices_of(self, ikey: tuple[str, str]) -> list[Slice]:
+        slices = self.mc_slices
+        return [slices[k] for k in self.mc_slices_by_import.get(ikey)]
 
     def services_at(self, ip: str) -> list[Service]:
         services = self.services
@@ -163,6 +175,31 @@ class Store:
             del self.slices[key]
         else:
             self.slices[key] = sl
+        return True
+
+    def put_import(self, ikey: tuple[str, str], imp: ServiceImport | None) -> None:
+        """Store (or with None, remove) a ServiceImport."""
+        if self.imports.get(ikey) == imp:
+            return
+        self.touched.add(import_dep(*ikey))
+        if imp is None:
+            del self.imports[ikey]
+        else:
+            self.imports[ikey] = imp
+
+    def put_mc_slice(self, key: tuple[str, str], sl: Slice | None) -> bool:
+        """Store (or with None, remove) a multi-cluster endpoint slice; True if that changed anything."""
+        old = self.mc_slices.get(key)
+        if old == sl:
+            return False
+        for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
+            if held is not None:
+                self.touched.add(import_dep(held.ns, held.service))
+                file(self.mc_slices_by_import, (held.ns, held.service), key)
+        if sl is None:
+            del self.mc_slices[key]
+        else:
+            self.mc_slices[key] = sl
         return True
 
     def _file(self, index: MultiIndex, ips: tuple, key, file) -> None:
