@@ -68,7 +68,8 @@ class Ready(Plugin):
                 self.log.exception("plugin %s failed to report readiness", plugin.name)
                 ok = False
             if not ok:
-                waiting.add(plugin.name)
+                reason = getattr(plugin, "not_ready_reason", None)
+                waiting.add(f"{plugin.name} ({reason})" if reason else plugin.name)
             elif not self.continuously:
                 self.confirmed.add(plugin)
         return sorted(waiting)

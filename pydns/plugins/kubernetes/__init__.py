@@ -82,6 +82,7 @@ import time
 
 from dnslib import CNAME, QTYPE, RR, DNSRecord
 
+from pydns import metrics
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register, then
 from pydns.wire import NOERROR, NXDOMAIN, REFUSED, Answer, Request, label_from_wire, status
@@ -89,10 +90,16 @@ from pydns.zones import in_wire_zones, is_subdomain, to_wire
 
 from . import client as _api_client  # noqa: F401 (its metrics exist whatever the source)
 from . import options as options_mod
+from .drift import DriftCheck
+from .families import Families
 from .index import Index
 from .localaddr import local_addresses
-from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA
+from .packing import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_SOA
 from .render import Zone
+from .snapshot import Snapshot
+
+_serving_snapshot = metrics.gauge("pydns_kubernetes_snapshot_serving",
+                                  "1 while the kubernetes plugin serves from its snapshot file, until the API is synced.")
 
 TYPE_AXFR, TYPE_IXFR = 252, 251
 MAX_CHAIN = 10  # CoreDNS follows at most this many CNAMEs
@@ -133,6 +140,10 @@ class Kubernetes(Plugin):
         self.kinds = tuple(kinds)
         self.directive = d
         self.source = None
+        self.warm = False  # serving what the snapshot file held, until the API is synced
+        self.families = Families(opts.ipv6, self.index.store, lambda: self.warm or self.ready())
+        self._tasks: list[asyncio.Future] = []
+        self.snapshot: Snapshot | None = None
         if opts.manifests:
             from .manifests import ManifestSource
 
@@ -158,7 +169,17 @@ class Kubernetes(Plugin):
         if self.source is None:
             self.source = self._api_source()
         self.index.set_local_ips(local_addresses(self.server.binds))
+        if self.options.snapshot is not None:
+            self.snapshot = Snapshot(*self.options.snapshot, made_for=self._made_for())
+            self.warm = self.snapshot.load(self.index)
+            _serving_snapshot.set(1 if self.warm else 0)
+            self._tasks.append(asyncio.ensure_future(self._keep_snapshot()))
+        if self.options.drift_check:
+            check = DriftCheck(self.index, self.source, self.kinds, self.options.drift_check)
+            self._tasks.append(asyncio.ensure_future(check.run()))
         await self.source.start()
+        if self.warm:
+            return  # answer from the snapshot at once; the first sync replaces it
         deadline = time.monotonic() + self.options.startup_timeout
         next_note = time.monotonic() + 0.5
         while not self.source.synced():
@@ -173,11 +194,43 @@ class Kubernetes(Plugin):
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         if self.source is not None:
             await self.source.stop()
+        if self.snapshot is not None and self.ready():
+            await self.snapshot.save(self.index)
+        if self.warm:
+            _serving_snapshot.set(0)
 
     def ready(self) -> bool:
         return self.source is not None and self.source.synced()
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """What *ready* shows next to the plugin's name while it is not ready."""
+        return "serving from snapshot" if self.warm else None
+
+    # ------------------------------------------------------------------ snapshot
+    def _made_for(self) -> dict:
+        """What the store holds depends on: a snapshot made for anything else is not served."""
+        opts = self.options
+        return {"api": self.source.client.configuration.host, "zones": opts.zones, "kinds": list(self.kinds),
+                "labels": opts.labels.text if opts.labels else None,
+                "namespace_labels": opts.namespace_labels.text if opts.namespace_labels else None,
+                "pods": opts.pods, "endpoint_pod_names": opts.endpoint_pod_names, "noendpoints": opts.noendpoints}
+
+    async def _keep_snapshot(self) -> None:
+        """Once synced, leave the snapshot's state behind and save the store every interval."""
+        while not self.ready():
+            await asyncio.sleep(0.05)
+        if self.warm:
+            self.warm = False
+            _serving_snapshot.set(0)
+            self.log.info("synced with the Kubernetes API: no longer serving from snapshot")
+        while True:
+            await self.snapshot.save(self.index)
+            await asyncio.sleep(self.snapshot.interval)
 
     # ------------------------------------------------------------------ queries
     def serve(self, req: Request):
@@ -203,13 +256,15 @@ class Kubernetes(Plugin):
             if answer is not None:
                 return answer
             if name.external is not None and (qtype == TYPE_A or qtype == TYPE_AAAA):
+                if qtype == TYPE_AAAA and not self.families.ipv6():
+                    return name.answers[TYPE_CNAME]  # the target's AAAA is of no use in an IPv4 cluster
                 return self._follow(req, zone, name.external)
             if not name.lacks_name(qtype):
                 return index.remember(key, qtype, index.negatives(zone, len(key))[0])
         elif qtype == TYPE_SOA:
             # CoreDNS: SOA below the apex is never a name error
             return index.remember(key, qtype, index.negatives(zone, len(key))[0])
-        if self.fall is not None and in_wire_zones(key, self.fall):
+        if self.fall is not None and in_wire_zones(key, self.fall) and (qtype != TYPE_AAAA or self.families.ipv6()):
             return self.next.serve(req)
         return index.remember(key, qtype, index.negatives(zone, len(key))[1])
 
@@ -223,6 +278,8 @@ class Kubernetes(Plugin):
 
     def _unless_negative(self, req: Request, answer: Answer) -> Answer:
         if answer.plugin == self.name and answer.an == 0 and answer.rcode in (NOERROR, NXDOMAIN):
+            if answer.rcode == NOERROR and req.qtype == TYPE_AAAA and not self.families.ipv6():
+                return answer  # a known name without AAAA: it cannot have one in an IPv4 cluster
             zone = self.index.zone_of(req.key)
             if zone is not None:
                 return self.index.negatives(zone, len(req.key))[2]
