@@ -78,7 +78,7 @@ class DriftCheck:
             return 0
         _checks.labels("drift").inc()
         _drifted.labels(kind).inc(len(drifted))
-        shown = ", ".join(_name(key) + (" (missing)" if value is None else "") for key, value, _ in drifted[:SHOWN])
+        shown = ", ".join(_name(key) + (" (deleted)" if value is None else "") for key, value, _ in drifted[:SHOWN])
         more = f" and {len(drifted) - SHOWN} more" if len(drifted) > SHOWN else ""
         log.warning("drift: %d %s object(s) differed from the API at resourceVersion %s: %s%s; repaired", len(drifted),
                     kind, version, shown, more)
