@@ -52,3 +52,21 @@ def metric(port: int, name: str) -> float | None:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def setup_error(folder, options: str):
+    """The error that setting up a kubernetes block with ``options`` (on line 4 on) gives, with
+    the Corefile's path: a CorefileError, or None if it sets up."""
+    from pydns.corefile import CorefileError, parse
+    from pydns.server import Instance, build
+
+    api = FakeApiServer()
+    path = folder / "Corefile"
+    text = (f".:0 {{\n bind 127.0.0.1\n kubernetes cluster.local {{\n  kubeconfig {api.kubeconfig(str(folder / 'kc'))}\n"
+            f"{options}\n }}\n}}\n")
+    path.write_text(text)
+    try:
+        build(parse(text, str(path)), 53, Instance(str(path), text))
+    except CorefileError as exc:
+        return exc
+    return None

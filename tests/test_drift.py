@@ -13,7 +13,7 @@ import pytest
 
 from pydns.testing.fakeapi import FakeApiServer
 from tests.conftest import free_port
-from tests.kube_api_dns import answer, kube_server, metric, wait_for
+from tests.kube_api_dns import answer, kube_server, metric, setup_error, wait_for
 from tests.kube_cluster import cluster, endpoint, endpoint_slice, service
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,3 +76,14 @@ def test_missed_events_are_found_and_repaired_within_one_check_interval(tmp_path
     finally:
         srv.stop()
         api.stop()
+
+
+@pytest.mark.parametrize("option,message", [
+    ("drift_check", "wrong argument count"),
+    ("drift_check 0s", "drift_check: the interval must be greater than 0"),
+    ("drift_check -5m", "drift_check: invalid interval '-5m'"),
+    ("drift_check 1m 2m", "wrong argument count"),
+])
+def test_drift_check_setup_errors_name_file_and_line(tmp_path, option, message):
+    err = setup_error(tmp_path, "  " + option)
+    assert err is not None and message in err.message and str(err).startswith(f"{tmp_path / 'Corefile'}:5: ")

@@ -12,11 +12,13 @@ import logging
 
 import pytest
 
+from pydns.corefile import CorefileError, parse
 from pydns.plugins.kubernetes import api as api_module
 from pydns.plugins.kubernetes.snapshot import MAX_BYTES
+from pydns.server import Instance, build
 from pydns.testing.fakeapi import FakeApiServer
 from tests.conftest import free_port
-from tests.kube_api_dns import answer, http_get, kube_server, metric, wait_for
+from tests.kube_api_dns import answer, http_get, kube_server, metric, setup_error, wait_for
 from tests.kube_cluster import cluster, service
 
 pytestmark = pytest.mark.timeout(90)
@@ -176,3 +178,27 @@ def test_a_bad_snapshot_is_logged_and_ignored_never_served(api, tmp_path, case, 
         srv.stop()
         if target is not api:
             target.stop()
+
+
+@pytest.mark.parametrize("option,message", [
+    ("snapshot", "wrong argument count"),
+    ("snapshot a b c", "wrong argument count"),
+    ("snapshot /no/such/folder/dns.snapshot", "snapshot: no such directory: '/no/such/folder'"),
+    ("snapshot {folder}", "is a directory, not a file"),
+    ("snapshot {folder}/s 0s", "the interval must be greater than 0"),
+    ("snapshot {folder}/s soon", "snapshot: invalid interval 'soon'"),
+])
+def test_snapshot_setup_errors_name_file_and_line(tmp_path, option, message):
+    err = setup_error(tmp_path, "  startup_timeout 1s\n  " + option.format(folder=tmp_path))
+    assert err is not None and message in err.message and err.message.startswith("plugin/kubernetes: ")
+    assert str(err).startswith(f"{tmp_path / 'Corefile'}:6: ")
+
+
+def test_snapshot_cannot_be_combined_with_manifests(tmp_path):
+    (tmp_path / "c.yaml").write_text("")
+    err = setup_error(tmp_path, f"  snapshot {tmp_path}/s")
+    assert err is None  # with an API server it sets up
+    text = f".:0 {{\n kubernetes cluster.local {{\n  manifests {tmp_path}/c.yaml\n  snapshot {tmp_path}/s\n }}\n}}\n"
+    with pytest.raises(CorefileError) as exc:
+        build(parse(text, "Corefile"), 53, Instance(None, text))
+    assert "'snapshot' cannot be combined with 'manifests'" in str(exc.value) and exc.value.line == 4
