@@ -20,6 +20,9 @@ Syntax::
         ignore empty_service
         startup_timeout DURATION
         manifests PATH...
+        snapshot PATH [INTERVAL]
+        drift_check INTERVAL
+        ipv6 auto|on|off
     }
 
 ZONES default to the server block's zones; at least one must be a forward zone (the first
@@ -59,6 +62,41 @@ EndpointSlice gets one derived from its Endpoints, or from the Pods its selector
 the cluster's controllers would.  Edits are served within two seconds; a broken file is
 logged and keeps its last good objects.
 
+``snapshot PATH [INTERVAL]`` (beyond CoreDNS; not with ``manifests``) is a warm start.
+Every INTERVAL (default 1m) while the store has changed, and at shutdown, the store synced
+from the API is written to PATH (relative to the Corefile's folder) atomically: a
+temporary file, flushed to disk, renamed, the folder flushed.  At start the file is read
+and served at once, negative answers included, while the first list runs; start-up does
+not wait for the API.  Each kind's first sync then replaces the snapshot's state in one
+step, so objects deleted meanwhile disappear.  The file has a header with its schema, a
+SHA-256 of its body and what it was made for (the API server's URL, the zones, the kinds
+and every option that changes what is kept of an object); a file that is corrupt,
+truncated, of another schema, made for anything else, out of shape or over 256 MiB is
+logged and ignored, never served.  While serving from it, *ready* reports not ready,
+naming ``kubernetes (serving from snapshot)``: ready means synced with the API, as in
+CoreDNS, so a rollout never takes a server with a stale view for a synced one; the
+snapshot serves the queries that reach the server anyway (above all while the API itself
+is down, when readiness cannot change).  ``pydns_kubernetes_snapshot_serving`` is 1
+meanwhile.
+
+``drift_check INTERVAL`` (beyond CoreDNS; off by default) catches watch events that never
+arrived: every INTERVAL (each wait drawn from 0.8 to 1.0 times it) each kind is listed at
+``resourceVersion=0`` (the API server's cache) and compared with the store; every object
+that differs is logged (``drift: N Service object(s) differed from the API ...:
+ns/name, ...; repaired``), counted in ``pydns_kubernetes_drift_objects_total{kind}`` and
+repaired.  Objects the watch changed during the list are left to the next check, and a list
+older than what the watch had delivered is not compared: a repair never goes backwards.
+
+``ipv6 auto|on|off`` (beyond CoreDNS) answers AAAA by the cluster's IP families.  ``on``
+(the default) is CoreDNS's behaviour.  ``off`` declares the cluster IPv4-only; ``auto``
+takes it to be so while no Service has an IPv6 cluster IP and no EndpointSlice an IPv6
+address (what the Services' ``ipFamilies`` give them), and, until the first sync, to have
+IPv6.  Where it is IPv4-only, AAAA questions in the forward zones never leave the server:
+a name with AAAA records still gets them; a name without (a v4-only service, a namespace)
+gets NODATA with the SOA, also before the first sync; an ExternalName service gets its
+CNAME alone (the target's AAAA is not looked up); a name that does not exist gets
+NXDOMAIN and is not handed on by ``fallthrough``.  A questions are answered as ever.
+
 CoreDNS's ``multicluster`` and ``zonal`` are refused at start-up.
 
 From an API server, objects are synced and watched as client-go does it: a streaming list
@@ -67,7 +105,9 @@ a relist (after 410 Gone) replaces a kind's state in one step; retries back off 
 to 30 s with jitter and honour ``Retry-After``; a watch with no event and no bookmark for
 150 s (2.5 bookmark intervals) is reopened from where it was.
 
-Metrics: ``coredns_kubernetes_dns_programming_duration_seconds{service_kind}``, and
+Metrics: ``coredns_kubernetes_dns_programming_duration_seconds{service_kind}``,
+``pydns_kubernetes_snapshot_serving``, ``pydns_kubernetes_drift_objects_total{kind}``,
+``pydns_kubernetes_drift_checks_total{result}``, and
 CoreDNS's API client metrics ``coredns_kubernetes_rest_client_request_duration_seconds{verb,
 host}``, ``coredns_kubernetes_rest_client_rate_limiter_duration_seconds{verb, host}`` and
 ``coredns_kubernetes_rest_client_requests_total{code, method, host}``.
