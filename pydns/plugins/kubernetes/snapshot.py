@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 
 from .objects import NO_PORTS, Service, Slice, canonical_ip
@@ -130,9 +131,10 @@ class Snapshot:
         if len(data) > MAX_BYTES:
             raise SnapshotError(f"{len(data)} bytes is larger than the {MAX_BYTES} bytes a snapshot may have")
         folder = os.path.dirname(os.path.abspath(self.path))
-        temp = f"{self.path}.tmp{os.getpid()}"
+        # A name of its own: a periodic write may still be under way when shutdown writes.
+        fd, temp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
         try:
-            with open(temp, "wb") as fh:
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
