@@ -38,12 +38,12 @@ def test_missed_events_are_found_and_repaired_within_one_check_interval(tmp_path
         def drifted(kind):
             return counted(prom, "pydns_kubernetes_drift_objects_total", f'kind="{kind}"')
 
-        services_before, slices_before = drifted("Service"), drifted("EndpointSlice")
         # Changes the watch delivers are no drift, whenever the checks run.
-        base = checks()
         api.create(service("seen", ips=("10.0.0.66",)))
         api.delete("Service", "testns", "svc-ports")
         wait_for(lambda: answer(srv, f"seen.{ZONE}") == ("NOERROR", ["10.0.0.66"]), what="the watched change")
+        services_before, slices_before = drifted("Service"), drifted("EndpointSlice")
+        base = checks()
         wait_for(lambda: checks() >= base + 3, timeout=3 * INTERVAL, what="a round of checks (three kinds)")
         assert (drifted("Service"), drifted("EndpointSlice")) == (services_before, slices_before)
 

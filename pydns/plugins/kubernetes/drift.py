@@ -12,8 +12,9 @@ object by object with the store.  Each object that differs (missing, extra or ch
 counted in ``pydns_kubernetes_drift_objects_total{kind}``, logged, and repaired in the store.
 
 The list and the watch race: an event applied while the list was in flight may be newer than
-the list.  Objects changed by the watch during a check are therefore left out of that check
-(the next one sees them), and a list older than what the watch had already delivered when
+the list, and one the list already holds may still be on its way.  Objects changed by the
+watch from the list's start until a moment (``SETTLE``) after its end are therefore left out
+of that check (the next one sees them), and a list older than what the watch had already delivered when
 the check began is not compared at all: a repair only ever moves the store forwards.
 """
 
@@ -30,6 +31,7 @@ from .index import UNCHANGED
 log = logging.getLogger("plugin/kubernetes")
 
 JITTER = 0.2
+SETTLE = 0.2  # seconds for the watch's events in flight to be applied before comparing
 SHOWN = 5  # objects named in a drift's log line
 
 _drifted = metrics.counter("pydns_kubernetes_drift_objects_total",
@@ -61,6 +63,8 @@ class DriftCheck:
         self.index.watched = watched = set()
         try:
             objects, version = await asyncio.to_thread(self.source.list_once, kind)
+            # Events the watch brought before the list's end may still be on their way to the loop.
+            await asyncio.sleep(SETTLE)
         except Exception as exc:
             log.warning("drift check of %s: the list failed: %s", kind, exc)
             _checks.labels("failed").inc()
