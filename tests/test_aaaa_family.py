@@ -122,6 +122,24 @@ def test_auto_on_a_dual_stack_cluster_is_as_coredns(dns_server, upstream):
 
 
 
+@pytest.mark.parametrize("mode,expected", [("on", "SERVFAIL"), ("off", "NOERROR")])
+def test_before_the_first_sync_off_answers_a_known_names_aaaa_with_nodata(tmp_path, mode, expected):
+    """Services are listed, endpoint slices hang: svc1 is known, the plugin is not synced."""
+    api = FakeApiServer(v4_only()).start()
+    api.stall("EndpointSlice")
+    srv = kube_server(api, tmp_path, f"  ipv6 {mode}\n  startup_timeout 1s\n")
+    try:
+        wait_for(lambda: answer(srv, f"svc1.{ZONE}") == ("NOERROR", ["10.0.0.1"]), what="svc1 known")
+        assert answer(srv, f"svc1.{ZONE}", "AAAA") == (expected, [])
+        if mode == "off":
+            assert nodata_with_soa(srv, f"svc1.{ZONE}")
+        assert answer(srv, MISSING, "AAAA")[0] == "SERVFAIL"  # may exist: not known yet
+    finally:
+        api.unstall()
+        srv.stop()
+        api.stop()
+
+
 @pytest.mark.parametrize("option,message", [
     ("ipv6", "wrong argument count"),
     ("ipv6 yes", "wrong value for ipv6: yes, must be one of: auto, on, off"),
