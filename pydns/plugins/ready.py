@@ -8,7 +8,8 @@ Syntax::
 
 ``GET /ready`` on ADDRESS (default ``:8181``) answers 200 and ``OK`` once every plugin that
 reports readiness (kubernetes, until its first sync) is ready, in every server block;
-otherwise 503 and the names of the plugins that are not, sorted and comma separated.
+otherwise 503 and the names of the plugins that are not, sorted and comma separated, each
+with its reason where it gives one (``kubernetes (serving from snapshot)``).
 With ``monitor until-ready`` (the default) a plugin that was ready once is not asked
 again; with ``continuously`` it is asked on every request, so the endpoint can go back to
 503.  While the process shuts down (health's lameduck) it answers 503 ``Shutting down``.
@@ -68,7 +69,8 @@ class Ready(Plugin):
                 self.log.exception("plugin %s failed to report readiness", plugin.name)
                 ok = False
             if not ok:
-                waiting.add(plugin.name)
+                reason = getattr(plugin, "not_ready_reason", None)
+                waiting.add(f"{plugin.name} ({reason})" if reason else plugin.name)
             elif not self.continuously:
                 self.confirmed.add(plugin)
         return sorted(waiting)

@@ -51,6 +51,9 @@ Faults, for the client's error paths:
     the open watches (of ``kind``) stop writing, without closing: no events, no bookmarks
 ``forbid(kind, verbs=("list", "watch"))`` / ``allow(kind)``
     403 with the Status body RBAC gives
+``miss_events(n=1, kind=None)``
+    the next n changes (of ``kind``) are made but never sent to the open watches, as a watch
+    that silently lost them; lists (and watches opened later from an older version) have them
 ``pause()`` / ``resume()``
     requests (and open watch streams) hang until resumed
 ``outage(mode="refuse")`` / ``recover()``
@@ -355,6 +358,7 @@ class FakeApiServer:
         self._watchers: set[_Watcher] = set()
         self._snapshots: dict[str, tuple[int, list[dict]]] = {}
         self._faults: list[_Fault] = []
+        self._misses: list[list] = []  # [kind or None, changes left to keep from the watches]
         self._stalls: list[_Fault] = []  # ``remaining`` holds ``after`` (-1: the whole request)
         self._forbidden: dict[str, set[str]] = {}
         self._paused = False
@@ -553,6 +557,12 @@ class FakeApiServer:
 
     def _publish(self, kind: str, etype: str, obj: dict, prev: dict | None) -> None:
         self._history.append((self._rv, kind, etype, obj, prev))
+        miss = next((m for m in self._misses if m[0] in (None, kind)), None)
+        if miss is not None:
+            miss[1] -= 1
+            if not miss[1]:
+                self._misses.remove(miss)
+            return
         for w in self._watchers:
             w.offer(kind, etype, obj, prev)
 
@@ -604,6 +614,11 @@ class FakeApiServer:
     def allow(self, kind: str) -> None:
         with self._lock:
             self._forbidden.pop(kind, None)
+
+    def miss_events(self, n: int = 1, kind: str | None = None) -> None:
+        """The next ``n`` changes (of ``kind``) reach no open watch."""
+        with self._lock:
+            self._misses.append([kind, n])
 
     def pause(self) -> None:
         with self._cv:

@@ -22,6 +22,9 @@ Syntax::
         zonal
         multicluster [ZONES...]
         manifests PATH...
+        snapshot PATH [INTERVAL]
+        drift_check INTERVAL
+        ipv6 auto|on|off
     }
 
 ZONES default to the server block's zones; at least one must be a forward zone (the first
@@ -81,13 +84,50 @@ until they can be listed the plugin is not synced (and not ready), as in CoreDNS
 
 The plugin also serves *k8s_external* (services' external addresses in other zones).
 
+``snapshot PATH [INTERVAL]`` (beyond CoreDNS; not with ``manifests``) is a warm start.
+Every INTERVAL (default 1m) while the store has changed, and at shutdown, the store synced
+from the API is written to PATH (relative to the Corefile's folder) atomically: a
+temporary file, flushed to disk, renamed, the folder flushed.  At start the file is read
+and served at once, negative answers included, while the first list runs; start-up does
+not wait for the API.  Each kind's first sync then replaces the snapshot's state in one
+step, so objects deleted meanwhile disappear.  The file has a header with its schema, a
+SHA-256 of its body and what it was made for (the API server's URL, the zones, the kinds
+and every option that changes what is kept of an object); a file that is corrupt,
+truncated, of another schema, made for anything else, out of shape or over 256 MiB is
+logged and ignored, never served.  While serving from it, *ready* reports not ready,
+naming ``kubernetes (serving from snapshot)``: ready means synced with the API, as in
+CoreDNS, so a rollout never takes a server with a stale view for a synced one; the
+snapshot serves the queries that reach the server anyway (above all while the API itself
+is down, when readiness cannot change).  ``pydns_kubernetes_snapshot_serving`` is 1
+meanwhile.
+
+``drift_check INTERVAL`` (beyond CoreDNS; off by default) catches watch events that never
+arrived: every INTERVAL (each wait drawn from 0.8 to 1.0 times it) each kind is listed at
+``resourceVersion=0`` (the API server's cache) and compared with the store; every object
+that differs is logged (``drift: N Service object(s) differed from the API ...:
+ns/name, ...; repaired``), counted in ``pydns_kubernetes_drift_objects_total{kind}`` and
+repaired.  Objects the watch changed during the list are left to the next check, and a list
+older than what the watch had delivered is not compared: a repair never goes backwards.
+
+``ipv6 auto|on|off`` (beyond CoreDNS) answers AAAA by the cluster's IP families.  ``on``
+(the default) is CoreDNS's behaviour.  ``off`` declares the cluster IPv4-only; ``auto``
+takes it to be so while no Service has an IPv6 cluster IP and no EndpointSlice an IPv6
+address (what the Services' ``ipFamilies`` give them), and, until the first sync, to have
+IPv6.  Where it is IPv4-only, AAAA questions in the forward zones never leave the server:
+a name with AAAA records still gets them; a name without (a v4-only service, a namespace)
+gets NODATA with the SOA, also before the first sync; an ExternalName service gets its
+CNAME alone (the target's AAAA is not looked up); a name that does not exist gets
+NXDOMAIN and is not handed on by ``fallthrough``.  A questions are answered as ever.
+
 From an API server, objects are synced and watched as client-go does it: a streaming list
 where the server offers it, else a list at ``resourceVersion=0`` (its cache), then a watch;
 a relist (after 410 Gone) replaces a kind's state in one step; retries back off from 0.8 s
 to 30 s with jitter and honour ``Retry-After``; a watch with no event and no bookmark for
 150 s (2.5 bookmark intervals) is reopened from where it was.
 
-Metrics: ``coredns_kubernetes_dns_programming_duration_seconds{service_kind}``, and
+Metrics: ``coredns_kubernetes_dns_programming_duration_seconds{service_kind}``,
+``pydns_kubernetes_snapshot_serving``, ``pydns_kubernetes_drift_objects_total{kind}``,
+``pydns_kubernetes_drift_checks_total{result}``, and
 CoreDNS's API client metrics ``coredns_kubernetes_rest_client_request_duration_seconds{verb,
 host}``, ``coredns_kubernetes_rest_client_rate_limiter_duration_seconds{verb, host}`` and
 ``coredns_kubernetes_rest_client_requests_total{code, method, host}``.
@@ -102,6 +142,7 @@ import time
 
 from dnslib import CNAME, QTYPE, RR, DNSRecord
 
+from pydns import metrics
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register, then
 from pydns.wire import NOERROR, NXDOMAIN, REFUSED, Answer, Request, label_from_wire, status
@@ -110,10 +151,16 @@ from pydns.zones import in_wire_zones, is_subdomain, to_wire
 from . import client as _api_client  # noqa: F401 (its metrics exist whatever the source)
 from . import explain as why
 from . import options as options_mod
+from .drift import DriftCheck
+from .families import Families
 from .index import Index
 from .localaddr import local_addresses
-from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA
+from .packing import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_SOA
 from .render import Zone
+from .snapshot import Snapshot
+
+_serving_snapshot = metrics.gauge("pydns_kubernetes_snapshot_serving",
+                                  "1 while the kubernetes plugin serves from its snapshot file, until the API is synced.")
 
 TYPE_AXFR, TYPE_IXFR = 252, 251
 MAX_CHAIN = 10  # CoreDNS follows at most this many CNAMEs
@@ -157,6 +204,10 @@ class Kubernetes(Plugin):
         self.kinds = tuple(kinds)
         self.directive = d
         self.source = None
+        self.warm = False  # serving what the snapshot file held, until the API is synced
+        self.families = Families(opts.ipv6, self.index.store, lambda: self.warm or self.ready())
+        self._tasks: list[asyncio.Future] = []
+        self.snapshot: Snapshot | None = None
         if opts.manifests:
             from .manifests import ManifestSource
 
@@ -182,7 +233,17 @@ class Kubernetes(Plugin):
         if self.source is None:
             self.source = self._api_source()
         self.index.set_local_ips(local_addresses(self.server.binds))
+        if self.options.snapshot is not None:
+            self.snapshot = Snapshot(*self.options.snapshot, made_for=self._made_for())
+            self.warm = self.snapshot.load(self.index)
+            _serving_snapshot.set(1 if self.warm else 0)
+            self._tasks.append(asyncio.ensure_future(self._keep_snapshot()))
+        if self.options.drift_check:
+            check = DriftCheck(self.index, self.source, self.kinds, self.options.drift_check)
+            self._tasks.append(asyncio.ensure_future(check.run()))
         await self.source.start()
+        if self.warm:
+            return  # answer from the snapshot at once; the first sync replaces it
         deadline = time.monotonic() + self.options.startup_timeout
         next_note = time.monotonic() + 0.5
         while not self.source.synced():
@@ -197,14 +258,46 @@ class Kubernetes(Plugin):
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         if self.source is not None:
             await self.source.stop()
+        if self.snapshot is not None and self.ready():
+            await self.snapshot.save(self.index)
+        if self.warm:
+            _serving_snapshot.set(0)
 
     def ready(self) -> bool:
         return self.source is not None and self.source.synced()
 
     def explain(self, req: Request, answer: Answer):
         return why.explain(self, req, answer)
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """What *ready* shows next to the plugin's name while it is not ready."""
+        return "serving from snapshot" if self.warm else None
+
+    # ------------------------------------------------------------------ snapshot
+    def _made_for(self) -> dict:
+        """What the store holds depends on: a snapshot made for anything else is not served."""
+        opts = self.options
+        return {"api": self.source.client.configuration.host, "zones": opts.zones, "kinds": list(self.kinds),
+                "labels": opts.labels.text if opts.labels else None,
+                "namespace_labels": opts.namespace_labels.text if opts.namespace_labels else None,
+                "pods": opts.pods, "endpoint_pod_names": opts.endpoint_pod_names, "noendpoints": opts.noendpoints}
+
+    async def _keep_snapshot(self) -> None:
+        """Once synced, leave the snapshot's state behind and save the store every interval."""
+        while not self.ready():
+            await asyncio.sleep(0.05)
+        if self.warm:
+            self.warm = False
+            _serving_snapshot.set(0)
+            self.log.info("synced with the Kubernetes API: no longer serving from snapshot")
+        while True:
+            await self.snapshot.save(self.index)
+            await asyncio.sleep(self.snapshot.interval)
 
     # ------------------------------------------------------------------ queries
     def serve(self, req: Request):
@@ -232,13 +325,15 @@ class Kubernetes(Plugin):
             if answer is not None:
                 return answer
             if name.external is not None and (qtype == TYPE_A or qtype == TYPE_AAAA):
+                if qtype == TYPE_AAAA and not self.families.ipv6():
+                    return name.answers[TYPE_CNAME]  # the target's AAAA is of no use in an IPv4 cluster
                 return self._follow(req, zone, name.external)
             if not name.lacks_name(qtype):
                 return index.remember(key, qtype, index.negatives(zone, len(key))[0])
         elif qtype == TYPE_SOA:
             # CoreDNS: SOA below the apex is never a name error
             return index.remember(key, qtype, index.negatives(zone, len(key))[0])
-        if self.fall is not None and in_wire_zones(key, self.fall):
+        if self.fall is not None and in_wire_zones(key, self.fall) and (qtype != TYPE_AAAA or self.families.ipv6()):
             if req.trace is not None:
                 req.trace.note(self.name, "passed on", why.why(self, key, qtype)[0] + "; `fallthrough` hands it on")
             return self.next.serve(req)
@@ -254,6 +349,8 @@ class Kubernetes(Plugin):
 
     def _unless_negative(self, req: Request, answer: Answer) -> Answer:
         if answer.plugin == self.name and answer.an == 0 and answer.rcode in (NOERROR, NXDOMAIN):
+            if answer.rcode == NOERROR and req.qtype == TYPE_AAAA and not self.families.ipv6():
+                return answer  # a known name without AAAA: it cannot have one in an IPv4 cluster
             zone = self.index.zone_of(req.key)
             if zone is not None:
                 return self.index.negatives(zone, len(req.key))[2]

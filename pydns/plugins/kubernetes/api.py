@@ -184,6 +184,15 @@ class ApiSource:
         except Exception:
             pass
 
+    def version(self, kind: str) -> str | None:
+        """The newest resourceVersion of ``kind`` seen from the API (None before its first sync)."""
+        return next((r.seen for r in self._reflectors if r.spec.kind == kind), None)
+
+    def list_once(self, kind: str) -> tuple[Packed, str]:
+        """A list of ``kind`` at resourceVersion=0 (the watch cache) that leaves the index alone:
+        (objects, version).  Blocks: call it from a worker thread."""
+        return _Reflector(self, KINDS[kind]).fetch({"resource_version": "0"})
+
     def no_streaming(self, reason: str) -> None:
         if self.streaming:
             self.streaming = False
@@ -330,6 +339,10 @@ class _Reflector:
     # ---------------------------------------------------------------- list
     def list(self) -> None:
         """List the kind in full (page by page where the server pages), then replace it."""
+        self.synced(*self.fetch(self.sync_from()))
+
+    def fetch(self, versions: dict) -> tuple[Packed, str]:
+        """The kind in full, listed from ``versions`` (resourceVersion parameters): (objects, version)."""
         objects = Packed()
         token = None
         while True:
@@ -337,7 +350,7 @@ class _Reflector:
             if token:
                 params["_continue"] = token
             else:
-                params.update(self.sync_from())
+                params.update(versions)
             # The pages of one list are one snapshot: holding them back for tokens would only
             # stretch the list towards its continue token's expiry (a 410).
             page = self.request(paced=not token, **params)
@@ -354,8 +367,7 @@ class _Reflector:
             meta = body.fields.get("metadata") or {}
             token = meta.get("continue")
             if not token:
-                break
-        self.synced(objects, str(meta.get("resourceVersion") or ""))
+                return objects, str(meta.get("resourceVersion") or "")
 
     # ---------------------------------------------------------------- watch
     def watch(self) -> None:

@@ -51,6 +51,7 @@ KINDS = ("Namespace", "Service", "EndpointSlice", "Pod", "ServiceImport", "Multi
 RECENT_MAX = 10000
 MEMO_MAX = 16384  # rendered names kept at once: about 1.7 KB each, 28 MB when full
 _UNCHANGED = object()  # what an event reduces to when it must leave the store as it is
+UNCHANGED = _UNCHANGED
 
 _latency = metrics.histogram(
     "coredns_kubernetes_dns_programming_duration_seconds",
@@ -84,6 +85,7 @@ class Index:
         self.table: dict[tuple[bytes, int], Answer] = self.memo.table
         self.recent: dict[tuple[bytes, int], Answer] = {}
         self.generation = 0
+        self.watched: set | None = None  # (kind, key) of every upsert/delete while not None (drift.py)
         self.serial = int(time.time())
         self._ns_data = self.renderer.ns_addresses(self.local_ips)
         self._pin_apex()
@@ -98,12 +100,18 @@ class Index:
     # ================================================================ the source interface
     def upsert(self, kind: str, obj: dict) -> None:
         if kind in self._readers:
-            self._store(kind, self.reduce(kind, (obj,)))
-            self._commit()
+            self.amend(kind, self.reduce(kind, (obj,)))
 
     def delete(self, kind: str, obj: dict) -> None:
         if kind in self._readers:
-            self._store(kind, [(self._key(kind, obj), None, trigger_time(obj))] if isinstance(obj, dict) else [])
+            self.amend(kind, [(self._key(kind, obj), None, trigger_time(obj))] if isinstance(obj, dict) else [])
+
+    def amend(self, kind: str, entries) -> None:
+        """Store reduced entries (a value of None deletes), leaving every other object as it is."""
+        if kind in self._readers:
+            seen = self._store(kind, entries)
+            if self.watched is not None:
+                self.watched.update((kind, key) for key in seen)
             self._commit()
 
     def replace(self, kind: str, objects) -> None:

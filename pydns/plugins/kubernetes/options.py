@@ -41,6 +41,9 @@ class Options:
     manifests: list[str] = field(default_factory=list)
     zonal: bool = False
     multicluster: list[str] = field(default_factory=list)
+    snapshot: tuple[str, float] | None = None  # (path, interval)
+    drift_check: float = 0.0  # seconds between drift checks; 0: none
+    ipv6: str = "on"
 
 
 def _arg_error(opt: Directive) -> CorefileError:
@@ -82,6 +85,45 @@ def _resolve(path: str, corefile: str) -> str:
     if os.path.isabs(path):
         return path
     return os.path.join(os.path.dirname(os.path.abspath(corefile)), path)
+
+
+def _positive_duration(opt: Directive, value: Token) -> float:
+    try:
+        seconds = parse_duration(value)
+    except CorefileError as exc:
+        raise opt.error(f"{PREFIX}{opt.name}: invalid interval '{value}': {exc.message}", value) from None
+    if seconds <= 0:
+        raise opt.error(f"{PREFIX}{opt.name}: the interval must be greater than 0, got '{value}'", value)
+    return seconds
+
+
+def _snapshot(opt: Directive, opts: Options) -> None:
+    """``snapshot PATH [INTERVAL]``: the file's folder must exist (the file need not)."""
+    from .snapshot import DEFAULT_INTERVAL
+
+    args = _args(opt, 1, 2)
+    path = _resolve(str(args[0]), args[0].file)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise opt.error(f"{PREFIX}snapshot: no such directory: '{os.path.dirname(path)}'", args[0])
+    if os.path.isdir(path):
+        raise opt.error(f"{PREFIX}snapshot: '{args[0]}' is a directory, not a file", args[0])
+    opts.snapshot = (path, _positive_duration(opt, args[1]) if len(args) == 2 else DEFAULT_INTERVAL)
+
+
+def _drift_check(opt: Directive, opts: Options) -> None:
+    opts.drift_check = _positive_duration(opt, _args(opt, 1, 1)[0])
+
+
+def _ipv6(opt: Directive, opts: Options) -> None:
+    (mode,) = _args(opt, 1, 1)
+    if mode not in IPV6_MODES:
+        raise opt.error(f"{PREFIX}wrong value for ipv6: {mode}, must be one of: {', '.join(IPV6_MODES)}", mode)
+    opts.ipv6 = str(mode)
+
+
+IPV6_MODES = ("auto", "on", "off")
+# Options beyond CoreDNS's.
+BEYOND = {"snapshot": _snapshot, "drift_check": _drift_check, "ipv6": _ipv6}
 
 
 def parse(d: Directive, server_zones: list[str]) -> Options:
@@ -164,6 +206,8 @@ def parse(d: Directive, server_zones: list[str]) -> Options:
             opts.zonal = True
         elif name == "multicluster":
             opts.multicluster = normalize_zones(_args(opt, 0), [])  # none: no multi-cluster zone, as CoreDNS
+        elif name in BEYOND:
+            BEYOND[name](opt, opts)
         else:
             raise opt.error(f"{PREFIX}unknown property '{name}'")
     for zone in opts.multicluster:
@@ -175,7 +219,7 @@ def parse(d: Directive, server_zones: list[str]) -> Options:
     if opts.namespaces and opts.namespace_labels is not None:
         raise given["namespace_labels"].error(f"{PREFIX}namespaces and namespace_labels cannot both be set")
     if opts.manifests:
-        for name in CONNECTION_OPTIONS:
+        for name in CONNECTION_OPTIONS + ("snapshot", "drift_check"):
             if name in given:
                 raise given[name].error(f"{PREFIX}'{name}' cannot be combined with 'manifests': the objects come "
                                         f"from the files")

@@ -42,6 +42,11 @@ def pod_dep(ns: str, ip: str) -> tuple:
     return ("pod", ns, ip)
 
 
+def _v6(held: Service | Slice | None) -> int:
+    """1 if a service or slice holds an IPv6 address, else 0."""
+    return 1 if held is not None and any(":" in ip for ip in held.ips) else 0
+
+
 class MultiIndex:
     """key -> the items filed under it, in the order they were filed.
 
@@ -104,6 +109,7 @@ class Store:
         self.mc_slices: dict[tuple[str, str], Slice] = {}
         self.mc_slices_by_import = MultiIndex()  # (ns, service import) -> multi-cluster slice keys
         self.touched: set[tuple] = set()
+        self.v6_holders = 0  # services and slices with an IPv6 address (families.py)
 
     def drain(self) -> set[tuple]:
         """The dependency keys touched since the last drain."""
@@ -152,6 +158,7 @@ class Store:
         if old == svc:
             return
         self.touched.add(service_dep(*skey))
+        self.v6_holders += _v6(svc) - _v6(old)
         if old is not None:
             self._file(self.services_by_ip, old.ips, skey, MultiIndex.discard)
         if svc is None:
@@ -165,6 +172,7 @@ class Store:
         old = self.slices.get(key)
         if old == sl:
             return False
+        self.v6_holders += _v6(sl) - _v6(old)
         for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
             if held is not None:
                 skey = (held.ns, held.service)
