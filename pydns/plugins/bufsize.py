@@ -1,0 +1,59 @@
+"""bufsize — caps the EDNS0 buffer size a query advertises.
+
+Syntax::
+
+    bufsize [SIZE]
+
+SIZE is 512 to 4096 (default 1232, which avoids IP fragmentation on most networks).  A query
+whose OPT record advertises more is handled as if it had advertised SIZE: the plugins after
+this one (forward, when it asks upstream) see SIZE, and the reply is truncated to SIZE and
+advertises it.  Queries without EDNS0, or advertising less, are left alone.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydns.corefile import Directive
+from pydns.plugin import Plugin, expect_args, expect_no_block, register
+from pydns.wire import TYPE_OPT, Request
+
+DEFAULT = 1232
+_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+
+
+def opt_class_offset(data: bytes, qend: int) -> int | None:
+    """Where the OPT record's class (the buffer size) sits in the query, or None."""
+    _id, _flags, _qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
+    pos = qend + 4
+    for _ in range(an + ns + ar):
+        while data[pos] and data[pos] & 0xC0 != 0xC0:
+            pos += data[pos] + 1
+        pos += 2 if data[pos] & 0xC0 == 0xC0 else 1
+        rtype, _rclass, _ttl, rdlen = _FIXED.unpack_from(data, pos)
+        if rtype == TYPE_OPT:
+            return pos + 2
+        pos += 10 + rdlen
+    return None
+
+
+@register("bufsize")
+class Bufsize(Plugin):
+    size = DEFAULT
+
+    def setup(self, d: Directive) -> None:
+        expect_no_block(d)
+        args = expect_args(d, 0, 1)
+        if args:
+            text = str(args[0])
+            if not text.isdigit() or not 512 <= int(text) <= 4096:
+                raise d.error(f"plugin/bufsize: SIZE must be an integer from 512 to 4096, got '{text}'", args[0])
+            self.size = int(text)
+
+    def serve(self, req: Request):
+        if req.edns_size > self.size:
+            # The query was read before: its OPT record is well formed.
+            at = opt_class_offset(req.data, req.qend)
+            req.data = req.data[:at] + struct.pack("!H", self.size) + req.data[at + 2:]
+            req.edns_size = self.size
+        return self.next.serve(req)
