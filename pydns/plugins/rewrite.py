@@ -81,7 +81,7 @@ def normalize(name: str) -> str:
 def qtype_code(text: str) -> int:
     try:
         return int(getattr(QTYPE, text.upper()))
-    except AttributeError:
+    except Exception:  # dnslib's lookup error is its own DNSError
         raise RuleError(f"invalid type {text.upper()!r}") from None
 
 
@@ -264,12 +264,12 @@ class State:
         if self.options is None:
             return req.data[:12] + self.question() + req.data[req.qend + 4:]
         record = DNSRecord.parse(req.data)
-        record.q = DNSQuestion(DNSLabel(self.name), self.qtype, self.qclass)
+        record.questions = [DNSQuestion(DNSLabel(self.name), self.qtype, self.qclass)]
         record.ar = [rr for rr in record.ar if rr.rtype != TYPE_OPT]
         size, ttl = self.opt_head
         record.ar.append(RR(".", TYPE_OPT, rclass=size, ttl=ttl,
                             rdata=[EDNSOption(code, data) for code, data in self.options]))
-        return record.pack()
+        return bytes(record.pack())
 
 
 # ---------------------------------------------------------------- request rules

@@ -29,7 +29,9 @@ groups by name and by number: ``.Group.a``, ``index .Group "1"``), ``.Question``
 (the client's address) and ``.Meta "LABEL"`` (a metadata label, with the *metadata*
 plugin), and the functions ``parseInt S BASE BITS``, ``index``, ``len``, ``print``,
 ``printf``, ``println`` and ``slice``.  A template that does not compile, or uses another
-field, function or construct (``if``, ``range``, ``$variables``), is an error at start-up.
+function or construct (``if``, ``range``, ``$variables``), is an error at start-up; a field
+that does not exist fails when a query executes it (SERVFAIL, logged by *errors*), as in
+CoreDNS.
 
 ``rcode`` sets the answer's rcode (default NOERROR; ``SERVFAIL`` answers SERVFAIL at once).
 An ``answer`` that is a CNAME, for an A or AAAA query, is followed through the server's own
@@ -60,7 +62,6 @@ MAX_REGEX = 10000
 _CACHE_MAX = 10000
 TYPE_A, TYPE_CNAME, TYPE_AAAA, TYPE_ANY = 1, 5, 28, 255
 CLASS_ANY = 255
-FIELDS = {"Name", "Zone", "Class", "Type", "Regex", "Match", "Group", "Question", "Message", "Remote", "Var", "Meta"}
 # Data that differs between two queries with the same question: answers using it are not kept.
 PER_QUERY = {"Question", "Message", "Remote", "Meta"}
 # Go's named-group spelling (?<name>...) is Python's (?P<name>...); look-behinds are not RE2.
@@ -149,7 +150,7 @@ class TemplatePlugin(Plugin):
             raise d.error(f"plugin/template: invalid query class {args[0]}", args[0])
         try:
             qtype = int(getattr(QTYPE, str(args[1])))
-        except AttributeError:
+        except Exception:  # dnslib's lookup error is its own DNSError
             raise d.error(f"plugin/template: invalid RR type {args[1]}", args[1]) from None
         entry = Entry(qclass, qtype, normalize_zones(args[2:], self.server.zones))
         self.zones += entry.zones
@@ -177,7 +178,7 @@ class TemplatePlugin(Plugin):
         elif name in entry.sections:
             for text in values:
                 try:
-                    compiled = compile_template(text, FIELDS)
+                    compiled = compile_template(text)
                 except TemplateError as exc:
                     raise opt.error(f"plugin/template: could not compile template: {text}, {exc}") from None
                 entry.per_query = entry.per_query or bool(compiled.fields & PER_QUERY)

@@ -100,8 +100,8 @@ class Template:
         return "".join(out)
 
 
-def compile_template(text: str, allowed_fields: set[str]) -> Template:
-    """Compile ``text``; TemplateError names what is wrong (unknown function, field, construct)."""
+def compile_template(text: str) -> Template:
+    """Compile ``text``; TemplateError names what is wrong (unknown function, unsupported construct)."""
     parts: list = []
     fields: set[str] = set()
     pos = 0
@@ -111,7 +111,7 @@ def compile_template(text: str, allowed_fields: set[str]) -> Template:
             literal = literal.rstrip()
         if literal:
             parts.append(literal)
-        pipeline = _parse_pipeline(m.group(2), allowed_fields, fields)
+        pipeline = _parse_pipeline(m.group(2), fields)
         parts.append(pipeline)
         pos = m.end()
         if m.group(3):
@@ -125,7 +125,7 @@ def compile_template(text: str, allowed_fields: set[str]) -> Template:
     return Template(parts, fields)
 
 
-def _parse_pipeline(source: str, allowed: set[str], used: set[str]) -> list:
+def _parse_pipeline(source: str, used: set[str]) -> list:
     commands: list[list] = [[]]
     for m in _TOKEN.finditer(source):
         kind = m.lastgroup
@@ -141,9 +141,7 @@ def _parse_pipeline(source: str, allowed: set[str], used: set[str]) -> list:
         elif kind == "field":
             chain = [f for f in value.split(".") if f]
             if chain:
-                if chain[0] not in allowed:
-                    raise TemplateError(f"can't evaluate field {chain[0]}")
-                used.add(chain[0])
+                used.add(chain[0])  # an unknown field fails when executed, as in Go
             commands[-1].append(("field", chain))
         elif kind == "ident":
             if value in _KEYWORDS:
@@ -205,7 +203,7 @@ def _operand(op, data):
     for name in value:
         if isinstance(current, dict):
             current = current.get(name, "")
-        elif hasattr(current, name):
+        elif not name.startswith("_") and hasattr(current, name):
             current = getattr(current, name)
         else:
             raise TemplateError(f"can't evaluate field {name}")
