@@ -66,6 +66,7 @@ CLASS_ANY = 255
 PER_QUERY = {"Question", "Message", "Remote", "Meta"}
 # Go's named-group spelling (?<name>...) is Python's (?P<name>...); look-behinds are not RE2.
 _GO_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
+_PARENS = re.compile(r'"(?:[^"\\]|\\.)*"|[()]')
 
 
 class QuestionView:
@@ -242,7 +243,10 @@ class TemplatePlugin(Plugin):
             for tmpl in templates:
                 try:
                     text = tmpl.render(data)
-                    records += RR.fromZone(text.replace("(", " ").replace(")", " "), ttl=3600)
+                    parsed = RR.fromZone(_unparenthesize(text), ttl=3600)
+                    if len(parsed) != 1:
+                        raise ValueError(f"{text!r} is not one resource record")
+                    records += parsed
                 except TemplateError as exc:
                     raise DNSError(SERVFAIL, f"plugin/template: {section} template failed: {exc}") from None
                 except Exception as exc:  # dnslib's zone parser raises several kinds
@@ -268,6 +272,11 @@ class TemplatePlugin(Plugin):
     def _build(self, req: Request, entry: Entry, sections: dict) -> Answer:
         return Answer.build(label_from_wire(req.key), req.qtype, entry.rcode, sections["answer"],
                             sections["authority"], sections["additional"], plugin=self.name)
+
+
+def _unparenthesize(text: str) -> str:
+    """The record on one line: zone-file parentheses outside quotes become spaces (dnslib wants it so)."""
+    return _PARENS.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
 
 
 def _selects(entry: Entry, req: Request, name: str) -> bool:
