@@ -30,6 +30,13 @@ ORDER = (
     "forward grpc erratic whoami on sign view nomad"
 ).split()
 
+# Plugins that only a distribution's own CoreDNS build has: named in the error, so that an
+# operator knows the line is not a typo but a plugin pydns (like upstream CoreDNS) lacks.
+FOREIGN = {
+    "ocp_dnsnameresolver": "OpenShift-specific (OpenShift's own CoreDNS build adds it for DNSNameResolver "
+                           "objects); neither CoreDNS nor pydns has it: remove this block to run pydns",
+}
+
 Result = Union[Answer, Awaitable[Answer]]
 
 REGISTRY: dict[str, type["Plugin"]] = {}

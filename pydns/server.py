@@ -18,7 +18,7 @@ from typing import Iterable, NamedTuple
 from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
 from pydns.httpd import HttpListener, split_hostport
-from pydns.plugin import ORDER, EndOfChain, Plugin, load_plugins, resolve
+from pydns.plugin import FOREIGN, ORDER, EndOfChain, Plugin, load_plugins, resolve
 from pydns.tcp import TCPListener
 from pydns.transport import Router, make_sockets
 from pydns.udp import UDPListener
@@ -106,6 +106,8 @@ def build(blocks: list[ServerBlock], default_port: int, instance: "Instance") ->
         config = ServerConfig(block, keys, instance)
         by_name: dict[str, list] = {}
         for d in block.directives:
+            if d.name in FOREIGN:
+                raise d.error(f"plugin '{d.name}' is {FOREIGN[d.name]}")
             if d.name not in ORDER:
                 raise d.error(f"unknown directive '{d.name}'")
             if d.name not in registry:
