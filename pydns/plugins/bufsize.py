@@ -16,6 +16,7 @@ import struct
 
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, expect_args, expect_no_block, register
+from pydns.records import skip_name
 from pydns.wire import TYPE_OPT, Request
 
 DEFAULT = 1232
@@ -23,13 +24,15 @@ _FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 
 
 def opt_class_offset(data: bytes, qend: int) -> int | None:
-    """Where the OPT record's class (the buffer size) sits in the query, or None."""
+    """Where the OPT record's class (the buffer size) sits in a query already read, or None.
+
+    Its TTL (extended rcode, version, flags) follows at +2, its rdata length at +6 and its
+    options at +8.
+    """
     _id, _flags, _qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
     pos = qend + 4
     for _ in range(an + ns + ar):
-        while data[pos] and data[pos] & 0xC0 != 0xC0:
-            pos += data[pos] + 1
-        pos += 2 if data[pos] & 0xC0 == 0xC0 else 1
+        pos = skip_name(data, pos)
         rtype, _rclass, _ttl, rdlen = _FIXED.unpack_from(data, pos)
         if rtype == TYPE_OPT:
             return pos + 2
