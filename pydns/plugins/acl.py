@@ -26,7 +26,6 @@ import asyncio
 import ipaddress
 
 from dnslib import QTYPE
-from prometheus_client.core import CounterMetricFamily
 
 from pydns import metrics
 from pydns.corefile import Directive
@@ -37,34 +36,19 @@ from pydns.zones import match_zone, normalize_zones
 ACTIONS = ("allow", "block", "filter", "drop")
 _KEPT_MAX = 10000
 
-# Counted as plain integers per (outcome, server, zone); read at scrape time.
-COUNTS: dict[tuple[str, str, str], int] = {}
+# Counted as plain integers per (metric, server, [zone,] view); read at scrape time.
 METRICS = {
-    "block": ("coredns_acl_blocked_requests_total", "Counter of DNS requests being blocked."),
-    "filter": ("coredns_acl_filtered_requests_total", "Counter of DNS requests being filtered."),
-    "drop": ("coredns_acl_dropped_requests_total", "Counter of DNS requests being dropped."),
-    "allow": ("coredns_acl_allowed_requests_total", "Counter of DNS requests being allowed."),
+    "block": "coredns_acl_blocked_requests_total",
+    "filter": "coredns_acl_filtered_requests_total",
+    "drop": "coredns_acl_dropped_requests_total",
+    "allow": "coredns_acl_allowed_requests_total",
 }
-
-
-class _Collector:
-    def _families(self) -> dict:
-        return {action: CounterMetricFamily(name, doc, labels=["server", "view"] if action == "allow"
-                                            else ["server", "zone", "view"])
-                for action, (name, doc) in METRICS.items()}
-
-    def describe(self):
-        return list(self._families().values())
-
-    def collect(self):
-        families = self._families()
-        for (action, server, zone), count in sorted(COUNTS.items()):
-            labels = [server, ""] if action == "allow" else [server, zone, ""]
-            families[action].add_metric(labels, count)
-        return iter(families.values())
-
-
-metrics.register_collector("acl", _Collector())
+COUNTS = metrics.plain_counters("acl", {
+    "coredns_acl_blocked_requests_total": ("Counter of DNS requests being blocked.", ["server", "zone", "view"]),
+    "coredns_acl_filtered_requests_total": ("Counter of DNS requests being filtered.", ["server", "zone", "view"]),
+    "coredns_acl_dropped_requests_total": ("Counter of DNS requests being dropped.", ["server", "zone", "view"]),
+    "coredns_acl_allowed_requests_total": ("Counter of DNS requests being allowed.", ["server", "view"]),
+})
 
 BLOCKED = status(REFUSED)
 FILTERED = Answer(NOERROR, aa=False, plugin="acl")
@@ -157,8 +141,8 @@ class Acl(Plugin):
                 self._decided.clear()
             self._decided[key] = decided
         action, zone = decided
-        count = (action, req.server.label if req.server is not None else "", zone)
-        COUNTS[count] = COUNTS.get(count, 0) + 1
+        server = req.server.label if req.server is not None else ""
+        COUNTS.bump((METRICS[action], server, "") if action == "allow" else (METRICS[action], server, zone, ""))
         if action == "allow":
             return self.next.serve(req)
         if action == "block":
