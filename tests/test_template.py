@@ -165,3 +165,35 @@ def test_malformed_templates_are_startup_errors(tmp_path, body, line, message):
 def test_valid_templates_start(serve, body):
     assert serve(corefile(body)).query("x.example.com").rcode() in (dns.rcode.NOERROR, dns.rcode.SERVFAIL,
                                                                      dns.rcode.NXDOMAIN)
+
+
+def test_matches_and_failures_are_counted(serve):
+    from tests.conftest import free_port
+    from tests.test_stock_corefiles import get
+
+    port = free_port()
+    srv = serve(corefile(f' prometheus 127.0.0.1:{port}\n'
+                         ' template IN A ok.example {\n  answer "{{ .Name }} 60 IN A 10.0.0.1"\n }\n'
+                         ' template IN A tmpl.example {\n  answer "{{ index .Match 3 }}"\n }\n'
+                         ' template IN A rr.example {\n  answer "{{ .Name }} 60 IN A 10.0.0.300"\n }'))
+
+    def counts() -> dict[str, float]:
+        text = get(port, "/metrics")[1]
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("coredns_template_") and 'server="dns://127.0.0.1:0"' in line}
+
+    before = counts()
+    for name in ("a.ok.example", "a.ok.example", "a.tmpl.example", "a.rr.example"):
+        ask(srv, name)
+    after = counts()
+    changed = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k)}
+    common = 'class="IN",server="dns://127.0.0.1:0",type="A",view=""'
+    assert changed == {
+        f'coredns_template_matches_total{{{common},zone="ok.example."}}': 2,
+        f'coredns_template_matches_total{{{common},zone="tmpl.example."}}': 1,
+        f'coredns_template_matches_total{{{common},zone="rr.example."}}': 1,
+        f'coredns_template_template_failures_total{{class="IN",section="answer",server="dns://127.0.0.1:0",'
+        f'template="{{{{ index .Match 3 }}}}",type="A",view="",zone="tmpl.example."}}': 1,
+        f'coredns_template_rr_failures_total{{class="IN",section="answer",server="dns://127.0.0.1:0",'
+        f'template="{{{{ .Name }}}} 60 IN A 10.0.0.300",type="A",view="",zone="rr.example."}}': 1,
+    }

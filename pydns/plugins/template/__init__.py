@@ -43,6 +43,9 @@ extended error is not sent: pydns replies carry no EDNS0 options.  CoreDNS's ``v
 ``expr`` (its expression language) are not available and are reported at start-up.
 
 Answers that depend only on the question are kept (bounded) and spliced per query.
+Matches, template failures and invalid records are counted in CoreDNS's
+``coredns_template_matches_total``, ``coredns_template_template_failures_total`` and
+``coredns_template_rr_failures_total``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import re
 
 from dnslib import QTYPE, RR
 
+from pydns import metrics
 from pydns.corefile import Directive
 from pydns.plugin import DNSError, Plugin, expect_args, register, unknown_option
 from pydns.plugins.rewrite import CLASSES, RCODES
@@ -65,6 +69,13 @@ CLASS_ANY = 255
 # Data that differs between two queries with the same question: answers using it are not kept.
 PER_QUERY = {"Question", "Message", "Remote", "Meta"}
 # Go's named-group spelling (?<name>...) is Python's (?P<name>...); look-behinds are not RE2.
+_LABELS = ["server", "zone", "view", "class", "type"]
+COUNTS = metrics.plain_counters("template", {
+    "coredns_template_matches_total": ("Counter of template regex matches.", _LABELS),
+    "coredns_template_template_failures_total": ("Counter of go template failures.",
+                                                 _LABELS + ["section", "template"]),
+    "coredns_template_rr_failures_total": ("Counter of mis-templated RRs.", _LABELS + ["section", "template"]),
+})
 _GO_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
 _PARENS = re.compile(r'"(?:[^"\\]|\\.)*"|[()]')
 
@@ -142,7 +153,7 @@ class TemplatePlugin(Plugin):
         super().__init__(server)
         self.entries: list[Entry] = []
         self.zones: list[str] = []
-        self._kept: dict[tuple, Answer] = {}
+        self._kept: dict[tuple, tuple] = {}  # question -> (answer, its labels of matches_total)
 
     def setup(self, d: Directive) -> None:
         args = expect_args(d, 2)
@@ -208,7 +219,9 @@ class TemplatePlugin(Plugin):
     def serve(self, req: Request):
         kept = self._kept.get((req.key, req.qtype, req.qclass))
         if kept is not None:
-            return kept
+            answer, labels = kept
+            COUNTS.bump(("coredns_template_matches_total", req.server.label, *labels))
+            return answer
         name = req.lname
         if match_zone(name, self.zones) is None:
             return self.next.serve(req)
@@ -218,9 +231,11 @@ class TemplatePlugin(Plugin):
                 if entry.falls_through(name) or not _selects(entry, req, name):
                     continue
                 return status(SERVFAIL)
+            labels = (data.Zone, "", data.Class, data.Type)
+            COUNTS.bump(("coredns_template_matches_total", req.server.label, *labels))
             if entry.rcode == SERVFAIL:
                 raise DNSError(SERVFAIL, f"plugin/template: {name} answers SERVFAIL as configured")
-            return self._answer(req, entry, data)
+            return self._answer(req, entry, data, labels)
         return self.next.serve(req)
 
     def _match(self, entry: Entry, req: Request, name: str) -> TemplateData | None:
@@ -236,21 +251,25 @@ class TemplatePlugin(Plugin):
             return TemplateData(req, zone, regex, m, qclass, qtype)
         return None
 
-    def _answer(self, req: Request, entry: Entry, data: TemplateData):
+    def _answer(self, req: Request, entry: Entry, data: TemplateData, labels: tuple):
         sections = {}
         for section, templates in entry.sections.items():
             records = []
             for tmpl in templates:
+                failed = (req.server.label, *labels, section, tmpl.source)
                 try:
                     text = tmpl.render(data)
+                except TemplateError as exc:
+                    COUNTS.bump(("coredns_template_template_failures_total", *failed))
+                    raise DNSError(SERVFAIL, f"plugin/template: {section} template failed: {exc}") from None
+                try:
                     parsed = RR.fromZone(_unparenthesize(text), ttl=3600)
                     if len(parsed) != 1:
                         raise ValueError(f"{text!r} is not one resource record")
-                    records += parsed
-                except TemplateError as exc:
-                    raise DNSError(SERVFAIL, f"plugin/template: {section} template failed: {exc}") from None
                 except Exception as exc:  # dnslib's zone parser raises several kinds
+                    COUNTS.bump(("coredns_template_rr_failures_total", *failed))
                     raise DNSError(SERVFAIL, f"plugin/template: {section} record is invalid: {exc}") from None
+                records += parsed
             sections[section] = records
         cnames = [rr for rr in sections["answer"] if rr.rtype == TYPE_CNAME]
         if cnames and req.qtype in (TYPE_A, TYPE_AAAA):
@@ -259,7 +278,7 @@ class TemplatePlugin(Plugin):
         if not entry.per_query:
             if len(self._kept) >= _CACHE_MAX:
                 self._kept.clear()
-            self._kept[(req.key, req.qtype, req.qclass)] = answer
+            self._kept[(req.key, req.qtype, req.qclass)] = (answer, labels)
         return answer
 
     async def _follow(self, req: Request, entry: Entry, sections: dict, cnames: list) -> Answer:

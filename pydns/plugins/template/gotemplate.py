@@ -90,8 +90,8 @@ FUNCTIONS = {
 class Template:
     """A compiled record template: literal text and pipelines, and the data fields it uses."""
 
-    def __init__(self, parts: list, fields: set[str]):
-        self.parts, self.fields = parts, fields
+    def __init__(self, source: str, parts: list, fields: set[str]):
+        self.source, self.parts, self.fields = source, parts, fields
 
     def render(self, data) -> str:
         out = []
@@ -122,7 +122,7 @@ def compile_template(text: str) -> Template:
         raise TemplateError("unclosed action")
     if tail:
         parts.append(tail)
-    return Template(parts, fields)
+    return Template(text, parts, fields)
 
 
 def _parse_pipeline(source: str, used: set[str]) -> list:
