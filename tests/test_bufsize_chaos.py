@@ -59,8 +59,7 @@ def test_bufsize_truncates_replies_at_its_size(serve, tmp_path):
     (" bufsize {\n  size 512\n }", 4, "unknown property 'size'"),
 ])
 def test_bufsize_errors(tmp_path, body, line, message):
-    error = startup_error(tmp_path, body)
-    assert f":{line}:" in error and message in error, error
+    startup_error(tmp_path, body, line, message)
 
 
 def chaos_texts(reply) -> list[str]:
@@ -108,5 +107,4 @@ def test_chaos_passes_other_queries_on(serve, qname, qtype, qclass):
 
 
 def test_chaos_takes_no_block(tmp_path):
-    error = startup_error(tmp_path, " chaos v1 {\n  authors a\n }")
-    assert ":4:" in error and "unknown property 'authors'" in error
+    startup_error(tmp_path, " chaos v1 {\n  authors a\n }", 4, "unknown property 'authors'")

@@ -107,14 +107,18 @@ def name_wire(name: str) -> bytes:
 # ---------------------------------------------------------------- string rewriters
 
 
-def compile_regex(pattern: str, replacement: str) -> re.Pattern:
-    """FROM as a regex, checked the way CoreDNS checks it against the TO that uses its groups."""
+def bounded_regex(pattern: str) -> re.Pattern:
     if len(pattern) > MAX_REGEX:
         raise RuleError(f"regex pattern too long: {len(pattern)} > {MAX_REGEX}")
     try:
-        compiled = re.compile(pattern)
+        return re.compile(pattern)
     except re.error:
-        raise RuleError(f"invalid regex matching pattern: {pattern}") from None
+        raise RuleError(f"invalid regex pattern: {pattern}") from None
+
+
+def compile_regex(pattern: str, replacement: str) -> re.Pattern:
+    """FROM as a regex, checked the way CoreDNS checks it against the TO that uses its groups."""
+    compiled = bounded_regex(pattern)
     used = sum(1 for i in range(101) if "{%d}" % i in replacement)
     if used > compiled.groups:
         raise RuleError(f"the rewrite regex pattern ({replacement}) uses more subexpressions than its "
@@ -286,12 +290,7 @@ class Rule:
 def name_matcher(kind: str, pattern: str):
     """A predicate on the (lower-cased, qualified) query name, for ttl and rcode rules."""
     if kind == "regex":
-        if len(pattern) > MAX_REGEX:
-            raise RuleError(f"regex pattern too long: {len(pattern)} > {MAX_REGEX}")
-        try:
-            compiled = re.compile(pattern)
-        except re.error:
-            raise RuleError(f"invalid regex pattern: {pattern}") from None
+        compiled = bounded_regex(pattern)
         return lambda name: compiled.search(name) is not None
     value = normalize(pattern)
     if kind == "exact":
@@ -342,25 +341,16 @@ class NameRule(Rule):
         return [NameResponse(back), ValueResponse(back), *self.answers]
 
 
-class TypeRule(Rule):
-    def __init__(self, source: int, target: int):
-        self.source, self.target = source, target
+class QuestionRule(Rule):
+    """type and class rules: one field of the question, from one value to another."""
+
+    def __init__(self, field: str, source: int, target: int):
+        self.field, self.source, self.target = field, source, target
 
     def rewrite(self, state: State) -> list | None:
-        if state.qtype != self.source:
+        if getattr(state, self.field) != self.source:
             return None
-        state.qtype = self.target
-        return []
-
-
-class ClassRule(Rule):
-    def __init__(self, source: int, target: int):
-        self.source, self.target = source, target
-
-    def rewrite(self, state: State) -> list | None:
-        if state.qclass != self.source:
-            return None
-        state.qclass = self.target
+        setattr(state, self.field, self.target)
         return []
 
 
@@ -489,13 +479,13 @@ def parse_rule(args: list[str]) -> Rule:
         if len(rest) != 2:
             raise RuleError(f"{field} rules must have exactly two arguments")
         if field == "type":
-            rule: Rule = TypeRule(qtype_code(rest[0]), qtype_code(rest[1]))
+            rule: Rule = QuestionRule("qtype", qtype_code(rest[0]), qtype_code(rest[1]))
         else:
             codes = [CLASSES.get(a.upper()) for a in rest]
             for a, code in zip(rest, codes):
                 if code is None:
                     raise RuleError(f"invalid class {a.upper()!r}")
-            rule = ClassRule(*codes)
+            rule = QuestionRule("qclass", *codes)
     elif field == "name":
         rule = parse_name_rule(rest)
     elif field == "ttl":
