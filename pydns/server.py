@@ -10,6 +10,7 @@ is dropped and a broken Corefile leaves the old one serving.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import random
@@ -38,6 +39,10 @@ class Listeners(NamedTuple):
     def close(self) -> None:
         self.udp.close()
         self.tcp_server.close()
+
+
+LOOKUP_DEPTH_MAX = 8
+_LOOKUP_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("lookup_depth", default=0)
 
 
 class ServerConfig:
@@ -73,7 +78,24 @@ class ServerConfig:
         return self.instance.http_listener(addr, default_port)
 
     async def lookup(self, name: str, qtype: int):
-        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs)."""
+        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs).
+
+        None when there is no block for it, or when lookups already nest LOOKUP_DEPTH_MAX
+        deep for this query (a CNAME whose target's answer starts another lookup, and so on).
+        """
+        from dnslib import DNSRecord
+
+        depth = _LOOKUP_DEPTH.get()
+        if depth >= LOOKUP_DEPTH_MAX:
+            log.warning("lookups for %s nest %d deep; not following further", name, depth)
+            return None
+        token = _LOOKUP_DEPTH.set(depth + 1)  # seen by lookups the chain below starts (same task)
+        try:
+            return await self._lookup(name, qtype)
+        finally:
+            _LOOKUP_DEPTH.reset(token)
+
+    async def _lookup(self, name: str, qtype: int):
         from dnslib import DNSRecord
 
         query = DNSRecord.question(name, _qtype_name(qtype))

@@ -209,6 +209,38 @@ def test_edns0_replace_and_unset_touch_only_existing_options(serve, capture):
     (" rewrite edns0 subnet set 24 129", "invalid IPv6 bit mask length 129"),
     (" rewrite edns0 nsid set extra", "EDNS0 nsid set takes 0 argument"),
     (" rewrite edns0 bogus set", "invalid rule type 'bogus'"),
+    (" rewrite cname fuzzy a b", "unknown cname rewrite type: fuzzy"),
+    (" rewrite cname a", "too few (1) arguments for a cname rule"),
 ])
 def test_malformed_rules_are_startup_errors(tmp_path, body, message):
     startup_error(tmp_path, body, 3, message)
+
+
+@pytest.mark.parametrize("rule", ["rewrite cname regex (.*).cdn.example.net. {1}.other.cdn.com.",
+                                  "rewrite cname suffix .cdn.example.net. .other.cdn.com.",
+                                  "rewrite cname exact my-app.com.cdn.example.net my-app.com.other.cdn.com"])
+def test_cname_target_rewrite_follows_the_new_target(serve, rule):
+    srv = serve(corefile(f""" {rule}
+ template IN A my-app.com {{
+  answer "my-app.com. 200 IN CNAME my-app.example." "my-app.example. 200 IN CNAME my-app.com.cdn.example.net." "my-app.com.cdn.example.net. 300 IN A 20.2.0.1"
+ }}
+ hosts {{
+  30.3.1.2 my-app.com.other.cdn.com
+  reload 0
+ }}"""))
+    reply = srv.query("my-app.com")
+    assert [line for rrset in reply.answer for line in rrset.to_text().splitlines()] == [
+        "my-app.com. 200 IN CNAME my-app.example.",
+        "my-app.example. 200 IN CNAME my-app.com.other.cdn.com.",
+        "my-app.com.other.cdn.com. 3600 IN A 30.3.1.2",
+    ]
+
+
+def test_cname_rewrites_that_feed_themselves_stop(serve):
+    # Every answer's CNAME is rewritten to a name whose answer is a CNAME again: bounded, no loop.
+    srv = serve(corefile(""" rewrite cname regex ^(.*)\\.loop\\.$ x{1}.loop.
+ template IN A loop {
+  answer "{{ .Name }} 60 IN CNAME a.{{ .Name }}"
+ }"""))
+    reply = srv.query("start.loop")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer

@@ -196,3 +196,10 @@ def test_matches_and_failures_are_counted(serve):
         f'coredns_template_rr_failures_total{{class="IN",section="answer",server="dns://127.0.0.1:0",'
         f'template="{{{{ .Name }}}} 60 IN A 10.0.0.300",type="A",view="",zone="rr.example."}}': 1,
     }
+
+
+def test_a_cname_chain_that_never_ends_is_followed_only_so_deep(serve):
+    srv = serve(corefile(' template IN A loop {\n  answer "{{ .Name }} 60 IN CNAME a.{{ .Name }}"\n }'))
+    reply = ask(srv, "start.loop")
+    owners = [rrset.name.to_text() for rrset in reply.answer]
+    assert reply.rcode() == dns.rcode.NOERROR and owners[0] == "start.loop." and 2 < len(owners) <= 10

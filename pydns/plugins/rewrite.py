@@ -25,6 +25,9 @@ FIELD is one of:
 * ``ttl [TYPE] NAME SECONDS|MIN-MAX`` — the TTL of every record of the answer: set, or
   clamped into the range (``30-300``, ``-30``, ``30-``).
 * ``rcode [TYPE] NAME FROM TO`` — the answer's rcode, by name or number (``SERVFAIL NOERROR``).
+* ``cname [TYPE] FROM TO`` — the first CNAME target of the answer that matches FROM becomes
+  TO; the records after it are replaced by the answer for TO, looked up through the server's
+  own plugins (per query).
 * ``edns0 local|nsid|subnet set|append|replace|unset ... [revert]`` — EDNS0 options of the
   query: ``local CODE DATA`` (DATA as text, ``0x`` hex, or one of ``{qname}``, ``{qtype}``,
   ``{client_ip}``, ``{client_port}``, ``{protocol}``, ``{server_ip}``, ``{server_port}`` or a
@@ -62,6 +65,7 @@ RCODES.update({"YXDOMAIN": 6, "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE
                "BADTRUNC": 22, "BADCOOKIE": 23})
 MATCH_KINDS = ("exact", "prefix", "suffix", "substring", "regex")
 EDNS_NSID, EDNS_SUBNET = 3, 8
+TYPE_CNAME = 5
 VARIABLES = ("{qname}", "{qtype}", "{client_ip}", "{client_port}", "{protocol}", "{server_ip}", "{server_port}")
 # dnslib's attribute holding the name inside the records whose values ``answer value`` rewrites.
 VALUE_FIELDS = {5: "label", 39: "label", 2: "label", 12: "label", 15: "label", 33: "target", 6: "mname",
@@ -354,6 +358,60 @@ class QuestionRule(Rule):
         return []
 
 
+class CnameResponse:
+    """Rewrites the first matching CNAME target of the answer and replaces what follows it with
+    the answer for the new target, looked up through the server's own plugins."""
+
+    def __init__(self, kind: str, source: str, target: str):
+        self.kind, self.source, self.target = kind, source, target
+        self.pattern = bounded_regex(source) if kind == "regex" else None
+
+    def new_target(self, old: str) -> str | None:
+        kind, source, target = self.kind, self.source, self.target
+        if kind == "exact":
+            return target if old == source else None
+        if kind == "prefix":
+            return target + old[len(source):] if old.startswith(source) else None
+        if kind == "suffix":
+            return old[: len(old) - len(source)] + target if old.endswith(source) else None
+        if kind == "substring":
+            return old.replace(source, target) if source in old else None
+        m = self.pattern.search(old)
+        return fill_groups(target, m) if m else None
+
+    async def follow(self, msg: DNSRecord, qtype: int, lookup) -> None:
+        kept = []
+        for rr in msg.rr:
+            if rr.rtype != TYPE_CNAME:
+                continue
+            kept.append(rr)
+            new = self.new_target(str(rr.rdata.label))
+            if new is None:
+                continue
+            found = await lookup(new, qtype)
+            if found is None:
+                return
+            rr.rdata.label = DNSLabel(new)
+            msg.rr = kept + list(found.rr)
+            return
+
+    def record(self, rr: RR) -> None:
+        pass
+
+    def rcode(self, rcode: int) -> int:
+        return rcode
+
+
+class CnameRule(Rule):
+    """Applies to every query; its work happens on the answer."""
+
+    def __init__(self, response: CnameResponse):
+        self.response = response
+
+    def rewrite(self, state: State) -> list | None:
+        return [self.response]
+
+
 class MatchRule(Rule):
     """ttl and rcode rules: a name predicate and the response rule they add."""
 
@@ -495,7 +553,7 @@ def parse_rule(args: list[str]) -> Rule:
     elif field == "edns0":
         rule = parse_edns_rule(rest)
     elif field == "cname":
-        raise RuleError("cname rules are not supported by pydns")
+        rule = parse_cname_rule(rest)
     else:
         raise RuleError(f"invalid rule type {args[0]!r}")
     rule.mode = mode
@@ -558,6 +616,20 @@ def parse_answer_rules(kind: str, args: list[str]) -> tuple[bool, list]:
     if auto and names:
         raise RuleError("auto name answer rule cannot be combined with explicit name answer rules")
     return auto, rules
+
+
+def parse_cname_rule(args: list[str]) -> CnameRule:
+    if len(args) == 2:
+        kind, source, target = "exact", args[0].lower(), args[1].lower()
+    elif len(args) == 3:
+        kind, source, target = args[0].lower(), args[1].lower(), args[2].lower()
+        if kind not in MATCH_KINDS:
+            raise RuleError(f"unknown cname rewrite type: {kind}")
+    else:
+        raise RuleError(f"too few ({len(args)}) arguments for a cname rule")
+    if kind == "exact":
+        source, target = normalize(source), normalize(target)
+    return CnameRule(CnameResponse(kind, source, target))
 
 
 def parse_ttl(text: str) -> tuple[int, int]:
@@ -772,11 +844,22 @@ class Rewrite(Plugin):
         kept = self._answers.get(key)
         if kept is not None and kept[0] is answer and kept[1] is responses:
             return kept[2]
-        converted = convert(req, inner, answer, responses)
+        if any(isinstance(rule, CnameResponse) for rule in responses):
+            return self._follow_cnames(req, inner, answer, responses)  # looked up anew each time
+        converted = convert(req, answer, parsed(inner, answer), responses)
         if len(self._answers) >= _CACHE_MAX:
             self._answers.clear()
         self._answers[key] = (answer, responses, converted)
         return converted
+
+
+    async def _follow_cnames(self, req: Request, inner: Request, answer: Answer, responses: list) -> Answer:
+        msg = parsed(inner, answer)
+        for rule in reversed(responses):
+            if isinstance(rule, CnameResponse):
+                # The server bounds how deep such lookups nest (a target rewritten again...).
+                await rule.follow(msg, req.qtype, self.server.lookup)
+        return convert(req, answer, msg, responses)
 
 
 async def _errors_as_answers(result) -> Answer:
@@ -787,10 +870,15 @@ async def _errors_as_answers(result) -> Answer:
         return status(err.rcode)
 
 
-def convert(req: Request, inner: Request, answer: Answer, responses: list) -> Answer:
-    """Re-pack ``answer`` (made for ``inner``'s question) behind ``req``'s, applying ``responses``."""
+def parsed(inner: Request, answer: Answer) -> DNSRecord:
+    """``answer`` as dnslib records (slow path), without its OPT record."""
     msg = DNSRecord.parse(answer.render(inner, 65535))
     msg.ar = [rr for rr in msg.ar if rr.rtype != TYPE_OPT]
+    return msg
+
+
+def convert(req: Request, answer: Answer, msg: DNSRecord, responses: list) -> Answer:
+    """Re-pack ``msg`` (``answer`` as records) behind ``req``'s question, applying ``responses``."""
     for section in (msg.auth, msg.rr, msg.ar):
         for rr in section:
             for rule in reversed(responses):
