@@ -83,8 +83,6 @@ class ServerConfig:
         None when there is no block for it, or when lookups already nest LOOKUP_DEPTH_MAX
         deep for this query (a CNAME whose target's answer starts another lookup, and so on).
         """
-        from dnslib import DNSRecord
-
         depth = _LOOKUP_DEPTH.get()
         if depth >= LOOKUP_DEPTH_MAX:
             log.warning("lookups for %s nest %d deep; not following further", name, depth)

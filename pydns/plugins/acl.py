@@ -29,7 +29,7 @@ from dnslib import QTYPE
 
 from pydns import metrics
 from pydns.corefile import Directive
-from pydns.plugin import Plugin, register, unknown_option
+from pydns.plugin import Plugin, register
 from pydns.wire import NOERROR, REFUSED, Answer, Request, status
 from pydns.zones import match_zone, normalize_zones
 

@@ -57,7 +57,7 @@ from dnslib import QTYPE, RR
 from pydns import metrics
 from pydns.corefile import Directive
 from pydns.plugin import DNSError, Plugin, expect_args, register, unknown_option
-from pydns.plugins.rewrite import CLASSES, RCODES
+from pydns.plugins.rewrite.parse import CLASSES, RCODES
 from pydns.plugins.template.gotemplate import Template, TemplateError, compile_template
 from pydns.wire import SERVFAIL, Answer, Request, class_name, label_from_wire, status, type_name
 from pydns.zones import match_zone, normalize_zones
