@@ -7,7 +7,8 @@ import struct
 from dnslib import RR, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
 
 from pydns.plugin import DNSError
-from pydns.plugins.rewrite.names import NameReplacer, RemapRewriter, SuffixRewriter, bounded_regex, name_wire, normalize, RuleError
+from pydns.plugins.rewrite.names import (NameReplacer, RemapRewriter, RuleError, SuffixRewriter, bounded_regex,
+                                         name_wire, normalize)
 from pydns.wire import SERVFAIL, TYPE_OPT, Request
 
 _QTAIL = struct.Struct("!HH")
