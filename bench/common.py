@@ -15,7 +15,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -231,13 +230,25 @@ def stop_all(servers, timeout: float = 2.0) -> None:
         srv.stop(timeout)
 
 
-def start_pydns(name: str, corefile: str, workdir: str, core: int | None = SERVER_CORE) -> tuple[Server, int]:
+# Variants of pydns for side-by-side comparisons, as code run before its command line:
+VARIANTS = {
+    # asyncio's own event loop even where uvloop is installed
+    "standard-loop": "from pydns import loops; loops.uvloop = None",
+    # a listener on 127.0.0.1 served as one on every address is (the destination of each
+    # datagram read with recvmsg, replies sent from it with sendmsg): what that path costs
+    "pktinfo": "from pydns import transport; transport.WILDCARDS += ('127.0.0.1',)",
+}
+
+
+def start_pydns(name: str, corefile: str, workdir: str, core: int | None = SERVER_CORE,
+                variant: str | None = None) -> tuple[Server, int]:
     """pydns as ``python -m pydns -conf FILE`` on a free port; the Corefile's ``PORT`` is filled in."""
     port = free_port()
     path = os.path.join(workdir, f"{name}.Corefile")
     with open(path, "w") as fh:
         fh.write(corefile.replace("PORT", str(port)))
-    cmd = [sys.executable, "-m", "pydns", "-conf", path, "-quiet"]
+    run = ("-c", f"{VARIANTS[variant]}; from pydns import cli; raise SystemExit(cli.main())") if variant else ("-m", "pydns")
+    cmd = [sys.executable, *run, "-conf", path, "-quiet"]
     if core is not None:
         cmd = pinned(cmd, core)
     return Server(name, cmd, port, env=pydns_env(), cwd=ROOT, log_dir=workdir), port

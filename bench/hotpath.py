@@ -5,8 +5,8 @@
 pydns serves the generated cluster (the same servers as throughput.py: pydns, pydns-kubeadm,
 pydns-cache), pinned to core 0, while dnsperf sends the chosen query kind from core 1.  With
 py-spy (``pip install py-spy``) the running process is sampled from outside, which does not
-slow it down; without it, the server runs under cProfile instead, in the main thread and in
-every UDP thread (deterministic, but the profiler's own cost inflates small functions).  The report lists the source lines and the
+slow it down; without it, the server runs under cProfile instead (deterministic, but the
+profiler's own cost inflates small functions).  The report lists the source lines and the
 functions with the most samples of their own (time in a C call such as ``sendto`` counts for
 the Python line that makes it) and the share of samples inside each main step.
 """
@@ -37,14 +37,12 @@ STEPS = {
     "dispatch": "route + plugin chain", "Router.route": "route + plugin chain",
     "Answer.render": "render (Answer.render)", "Request.render": "render (Answer.render)",
     "UDPListener._send": "send (sendto)",
-    "ServingLock.acquire": "serving lock", "ServingLock.release": "serving lock", "wake_if_scheduled": "serving lock",
     "EpollSelector.select": "event loop (epoll, handles)", "BaseEventLoop._run_once": "event loop (epoll, handles)",
 }
 # what the UDP listener's own lines do (C calls are charged to the line making them)
 LISTENER_LINES = (("recv(", "receive (recvfrom)"), ("Request(", "parse (Request)"),
-                  ("dispatch(", "route + plugin chain"), ("render(", "render (Answer.render)"),
-                  ("lock.", "serving lock"))
-LISTENER_FUNCS = ("UDPListener._serve", "UDPListener._answer", "UDPListener._readable")
+                  ("dispatch(", "route + plugin chain"), ("render(", "render (Answer.render)"))
+LISTENER_FUNCS = ("UDPListener._answer", "UDPListener._readable")
 
 
 def _step(func: str, file: str, line: int) -> str | None:
@@ -132,26 +130,15 @@ def analyse_cprofile(path: str, top: int) -> dict:
     return {"samples": None, "functions": rows[:top], "lines": [], "steps": {}}
 
 
-# pydns under cProfile: the main thread and every UDP thread (where queries are answered)
-# each get a profiler; their stats are added up when the server stops.
+# pydns under cProfile: everything runs in the main thread, on the one event loop.
 CPROFILE_RUNNER = """
-import cProfile, pstats, sys
-from pydns import udp
+import cProfile, sys
 from pydns.cli import main
-profiles = [cProfile.Profile()]
-serve = udp.UDPListener._serve
-def profiled(self, lock):
-    profile = cProfile.Profile()
-    profiles.append(profile)
-    profile.runcall(serve, self, lock)
-udp.UDPListener._serve = profiled
+profile = cProfile.Profile()
 try:
-    profiles[0].runcall(main, sys.argv[1:])
+    profile.runcall(main, sys.argv[1:])
 finally:
-    stats = pstats.Stats(profiles[0])
-    for profile in profiles[1:]:
-        stats.add(profile)
-    stats.dump_stats(PATH)
+    profile.dump_stats(PATH)
 """
 
 

@@ -16,6 +16,16 @@ process and the fake API run on core 1) with ``kubernetes { kubeconfig ... }``. 
                     are written to the API, pydns's CPU is read before the first and once the
                     last is visible in DNS, minus its idle CPU over the same time, divided by
                     the number of events
+    relist_s        a forced relist: every resourceVersion is made too old (410 Gone) and the
+                    watches are ended, so pydns lists every kind again; from then until every
+                    kind was listed, its watch is open again and a service created meanwhile
+                    answers
+    relist_peak_rss_mb  VmHWM over the relist (the peak is reset just before it through
+                    /proc/PID/clear_refs), and rss_after_relist_mb VmRSS once it is done
+    api_requests_startup, api_requests_relist
+                    the requests pydns made to the API server until ready, and for a forced
+                    relist (history compacted and the watches dropped: every kind syncs again),
+                    by verb: streaming_list, list (pages), watch
 
 and the ratio of event_cpu_us at the largest size to the smallest (the cost of one event
 should not grow with the cluster).  RSS is compared with CoreDNS's sizing rule for its
@@ -56,6 +66,41 @@ def coredns_memory_mb(pods: int, services: int) -> float:
     return (pods + services) / 1000 + 54
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Start VmHWM again from the current RSS (Linux: 5 > /proc/PID/clear_refs)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def forced_relist(api, srv, port: int, cluster, timeout: float) -> dict:
+    """Make pydns relist everything (see relist_s above); its time and memory."""
+    kinds = ("Namespace", "Service", "EndpointSlice")
+    watches = {kind: api.open_watches(kind) for kind in kinds}
+    reset = reset_peak_rss(srv.pid)
+    t0 = time.monotonic()
+    api.compact()
+    api.drop_watches()
+    ns = cluster.namespaces[0]["metadata"]["name"]
+    ip = "10.251.0.1"
+    api.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "relist-marker", "namespace": ns},
+                "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+    marker = [{"name": f"relist-marker.{ns}.svc.{cluster.zone}.", "type": "A", "rcode": "NOERROR", "answers": [ip]}]
+
+    def done() -> bool:
+        return (syncs(api_requests(api, t0)) >= KINDS and all(api.open_watches(kind) >= watches[kind] for kind in kinds)
+                and not answers_correctly(port, marker, 0.5))
+
+    wait_until(done, timeout, 0.02, server=srv)
+    mem = memory_kb(srv.pid)
+    return {"relist_s": time.monotonic() - t0, "relist_peak_rss_mb": mem["VmHWM"] / 1024 if reset else None,
+            "rss_after_relist_mb": mem["VmRSS"] / 1024, "api_requests_relist": api_requests(api, t0)}
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as resp:
@@ -91,6 +136,23 @@ class Churner:
         return fqdn, f"{gen_cluster.dashed(ip)}.{fqdn}", ip
 
 
+KINDS = 3  # the Corefile's kubernetes block watches namespaces, services and endpoint slices
+
+
+def api_requests(api, since: float = 0.0) -> dict[str, int]:
+    """The requests made to the fake API server since ``since``, by verb."""
+    counts: dict[str, int] = {}
+    for r in list(api.requests):
+        if r.at >= since:
+            verb = "streaming_list" if r.verb == "watch" and r.query.get("sendInitialEvents") == "true" else r.verb
+            counts[verb] = counts.get(verb, 0) + 1
+    return counts
+
+
+def syncs(counts: dict[str, int]) -> int:
+    return counts.get("streaming_list", 0) + counts.get("list", 0)
+
+
 def measure_size(services: int, args, workdir: str) -> dict:
     from pydns.testing.fakeapi import FakeApiServer
 
@@ -113,6 +175,7 @@ def measure_size(services: int, args, workdir: str) -> dict:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{ready_port}/ready") and not answers_correctly(port, probe, 0.5),
                    args.start_timeout, 0.02, server=srv)
         result["ready_s"] = time.monotonic() - t0
+        result["api_requests_startup"] = api_requests(api)
         result["startup_cpu_s"] = cpu_seconds(srv.pid)
         result["peak_rss_mb"] = memory_kb(srv.pid)["VmHWM"] / 1024
         time.sleep(args.settle)
@@ -140,13 +203,16 @@ def measure_size(services: int, args, workdir: str) -> dict:
         result["event_cpu_us"] = max(cpu - idle_rate * meter.wall, 0) / args.events * 1e6
         result["event_cpu_us_raw"] = cpu / args.events * 1e6
         result["rss_after_events_mb"] = memory_kb(srv.pid)["VmRSS"] / 1024
+        result.update(forced_relist(api, srv, port, cluster, args.start_timeout))
     finally:
         if srv is not None:
             srv.stop()
         api.stop()
     log(f"scale {services} services/{cluster.endpoints} endpoints: ready {result.get('ready_s', 0):.2f}s, "
         f"RSS {result.get('rss_mb', 0):.0f} MB (peak {result.get('peak_rss_mb', 0):.0f}), "
-        f"event {result.get('event_cpu_us', 0):.0f}us")
+        f"event {result.get('event_cpu_us', 0):.0f}us, relist {result.get('relist_s', 0):.2f}s "
+        f"(peak RSS {fmt(result.get('relist_peak_rss_mb'), 0)} MB), API requests at start-up "
+        f"{result.get('api_requests_startup')}, on a relist {result.get('api_requests_relist')}")
     return result
 
 
@@ -174,8 +240,10 @@ def main(argv=None) -> int:
     line = (f"scale: {big['services']} services/{big['endpoints']} endpoints ready in {fmt(big.get('ready_s'), 2)}s "
             f"(pydns CPU {fmt(big.get('startup_cpu_s'), 2)}s), RSS {fmt(big.get('rss_mb'), 0)} MB "
             f"(peak {fmt(big.get('peak_rss_mb'), 0)} MB; CoreDNS rule {fmt(big.get('coredns_formula_mb'), 0)} MB); "
+            f"forced relist {fmt(big.get('relist_s'), 2)}s, peak RSS {fmt(big.get('relist_peak_rss_mb'), 0)} MB; "
             f"EndpointSlice event {fmt(big.get('event_cpu_us'), 0)}us at {big['endpoints']} endpoints vs "
-            f"{fmt(small.get('event_cpu_us'), 0)}us at {small['endpoints']} ({fmt(result['event_cost_ratio'], 2)}x)")
+            f"{fmt(small.get('event_cpu_us'), 0)}us at {small['endpoints']} ({fmt(result['event_cost_ratio'], 2)}x); "
+            f"API requests at start-up {big.get('api_requests_startup')}, on a relist {big.get('api_requests_relist')}")
     finish(result, line, args.json)
     return 0
 

@@ -5,6 +5,9 @@
 The same generated cluster is served by:
 
     pydns          kubernetes plugin, manifests source (the in-cluster answers)
+    pydns-asyncio  the same on asyncio's own event loop instead of uvloop (when installed)
+    pydns-pktinfo  the same, its socket read as a wildcard listener's is (the destination of
+                   each datagram with recvmsg, the reply sent from it with sendmsg)
     pydns-kubeadm  the same behind kubeadm's plugins (errors, health, ready, prometheus, cache,
                    loadbalance, loop, reload, forward): what a real deployment pays
     pydns-cache    cache + forward to an upstream: names answered from the cache
@@ -12,6 +15,9 @@ The same generated cluster is served by:
     dnsmasq-nosrv  the same without SRV records, for the kinds that need none: dnsmasq walks
                    its srv-host list on every query, so this is dnsmasq at its fastest
     dnslib         bench/dnslib_reference.py: dnslib's DNSServer over a dict
+    pydns-forward  forward only (no cache): every query of the ``fwd`` kind, a name new to
+                   the server, goes to a dnsmasq upstream answering all of example.com
+    dnsmasq-forward  dnsmasq without cache forwarding to the same upstream
 
 Every server is pinned to core 0 and dnsperf to core 1 (taskset).  Rounds alternate the
 servers (A, B, C, A, B, C ...) for each query kind, so that a noisy neighbour hits all of
@@ -42,19 +48,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
-from common import (BENCH, SERVER_CORE, answers_correctly, CpuMeter, dnsperf, finish, fmt, free_port,  # noqa: E402
+from common import (BENCH, CLIENT_CORE, SERVER_CORE, answers_correctly, CpuMeter, dnsperf, finish, fmt, free_port,  # noqa: E402
                     log, machine, median, memory_kb, pin_self, pinned, pydns_plugins, ratio, require_tools,
                     scratch_dir, Server, start_pydns, stop_all, wait_until)
 
 IN_CLUSTER_KINDS = ("a", "headless", "srv", "aaaa", "nx", "mix")
 KIND_SERVERS = {
     "pydns": IN_CLUSTER_KINDS,
+    "pydns-asyncio": ("a", "mix"),
+    "pydns-pktinfo": ("a", "mix"),
     "pydns-kubeadm": ("mix",),
     "pydns-cache": ("ext",),
     "dnsmasq": (*IN_CLUSTER_KINDS, "ext"),
     "dnsmasq-nosrv": ("a", "headless", "aaaa", "nx", "ext"),
     "dnslib": IN_CLUSTER_KINDS,
+    "pydns-forward": ("fwd",),
+    "dnsmasq-forward": ("fwd",),
 }
+FORWARDED_ZONE = "example.com"
 
 COREFILE_PYDNS = """\
 .:PORT {
@@ -99,8 +110,18 @@ COREFILE_CACHE = """\
 }
 """
 
+COREFILE_FORWARD = """\
+.:PORT {
+    bind 127.0.0.1
+    forward . 127.0.0.1:UPSTREAM
+}
+"""
+
 PLUGINS_NEEDED = {
+    "pydns-forward": {"forward", "bind"},
     "pydns": {"kubernetes", "bind"},
+    "pydns-asyncio": {"kubernetes", "bind"},
+    "pydns-pktinfo": {"kubernetes", "bind"},
     "pydns-kubeadm": {"kubernetes", "bind", "errors", "health", "ready", "prometheus", "cache", "loop", "reload",
                       "loadbalance"},
     "pydns-cache": {"cache", "forward", "bind"},
@@ -137,13 +158,24 @@ def plan(args, available: set[str], upstream: bool) -> tuple[dict[str, list[str]
     return matrix, skipped
 
 
+def start_forward_upstream(dnsmasq_bin: str, workdir: str) -> Server:
+    """A dnsmasq answering every name of FORWARDED_ZONE at once, on the client's core: the
+    upstream of the ``fwd`` kind (a C upstream, so that the forwarding servers are measured)."""
+    port = free_port()
+    cmd = [dnsmasq_bin, "-k", "--no-resolv", "--no-hosts", f"--address=/{FORWARDED_ZONE}/192.0.2.1", f"--port={port}",
+           "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-", "--cache-size=0",
+           f"--pid-file={os.path.join(workdir, 'forward-upstream.pid')}", f"--user={getpass.getuser()}"]
+    return Server("forward-upstream", pinned(cmd, CLIENT_CORE), port, log_dir=workdir)
+
+
 def start_servers(names: set[str], paths: dict, workdir: str, upstream_port: int | None,
                   available: set[str]) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     manifests = paths["yaml"]
     for name in sorted(names):
-        if name == "pydns":
-            servers[name], _ = start_pydns(name, COREFILE_PYDNS.replace("MANIFESTS", manifests), workdir)
+        if name in ("pydns", "pydns-asyncio", "pydns-pktinfo"):
+            variant = {"pydns-asyncio": "standard-loop", "pydns-pktinfo": "pktinfo"}.get(name)
+            servers[name], _ = start_pydns(name, COREFILE_PYDNS.replace("MANIFESTS", manifests), workdir, variant=variant)
         elif name == "pydns-kubeadm":
             text = COREFILE_KUBEADM.replace("MANIFESTS", manifests)
             for key in ("HEALTH", "READY", "METRICS"):
@@ -161,6 +193,16 @@ def start_servers(names: set[str], paths: dict, workdir: str, upstream_port: int
                    f"--pid-file={os.path.join(workdir, name + '.pid')}", f"--user={getpass.getuser()}"]
             if upstream_port:
                 cmd.append(f"--server=127.0.0.1#{upstream_port}")
+            servers[name] = Server(name, pinned(cmd, SERVER_CORE), port, log_dir=workdir)
+        elif name == "pydns-forward":
+            servers[name], _ = start_pydns(name, COREFILE_FORWARD.replace("UPSTREAM", str(paths["forward_upstream"])),
+                                           workdir)
+        elif name == "dnsmasq-forward":
+            port = free_port()
+            cmd = [paths["dnsmasq_bin"], "-k", "--no-resolv", "--no-hosts", "--cache-size=0", f"--port={port}",
+                   "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-",
+                   f"--pid-file={os.path.join(workdir, name + '.pid')}", f"--user={getpass.getuser()}",
+                   f"--server=127.0.0.1#{paths['forward_upstream']}"]
             servers[name] = Server(name, pinned(cmd, SERVER_CORE), port, log_dir=workdir)
         elif name == "dnslib":
             port = free_port()
@@ -262,6 +304,13 @@ def ratios(med: dict) -> dict:
             "qps_per_core_pydns_over_dnsmasq_nosrv": ratio(get("pydns", "qps_per_core"),
                                                            get("dnsmasq-nosrv", "qps_per_core")),
             "cpu_kubeadm_over_pydns": ratio(get("pydns-kubeadm", "cpu_us"), get("pydns", "cpu_us")),
+            "cpu_asyncio_over_pydns": ratio(get("pydns-asyncio", "cpu_us"), get("pydns", "cpu_us")),
+            "cpu_pktinfo_over_pydns": ratio(get("pydns-pktinfo", "cpu_us"), get("pydns", "cpu_us")),
+            "saturated_cpu_pktinfo_over_pydns": ratio(get("pydns-pktinfo", "max_cpu_us"), get("pydns", "max_cpu_us")),
+            "cpu_forward_pydns_over_dnsmasq": ratio(get("pydns-forward", "cpu_us"), get("dnsmasq-forward", "cpu_us")),
+            "qps_per_core_forward_pydns_over_dnsmasq": ratio(get("pydns-forward", "qps_per_core"),
+                                                             get("dnsmasq-forward", "qps_per_core")),
+            "qps_per_core_asyncio_over_pydns": ratio(get("pydns-asyncio", "qps_per_core"), get("pydns", "qps_per_core")),
         }
     if "ext" in med:
         cache_hit = med["ext"].get("pydns-cache", {}).get("cpu_us")
@@ -286,6 +335,10 @@ def summary_line(result: dict) -> str:
         qps = ", ".join(f"{s} {fmt(v['max_qps'], 1)}" for s, v in m.items())
         parts.append(f"max QPS: {qps} (pydns/dnsmasq {fmt(r['qps_pydns_over_dnsmasq'], 2)}x, "
                      f"per core-second {fmt(r['qps_per_core_pydns_over_dnsmasq'], 2)}x)")
+    if head and rat[head].get("cpu_asyncio_over_pydns") is not None:
+        parts.append(f"asyncio's loop/uvloop: CPU {fmt(rat[head]['cpu_asyncio_over_pydns'], 2)}x")
+    if head and rat[head].get("cpu_pktinfo_over_pydns") is not None:
+        parts.append(f"wildcard path (recvmsg/sendmsg)/bound: CPU {fmt(rat[head]['cpu_pktinfo_over_pydns'], 2)}x")
     best = rat.get("mix-nosrv", {})
     if best.get("cpu_pydns_over_dnsmasq_nosrv") is not None:
         parts.append(f"mix without SRV vs dnsmasq without SRV records: CPU {fmt(best['cpu_pydns_over_dnsmasq_nosrv'], 2)}x, "
@@ -293,6 +346,8 @@ def summary_line(result: dict) -> str:
     if "ext" in rat and rat["ext"].get("cpu_cache_hit_over_in_cluster") is not None:
         hit = med["ext"]["pydns-cache"]["cpu_us"]
         parts.append(f"cache hit {fmt(hit, 1)}us = {fmt(rat['ext']['cpu_cache_hit_over_in_cluster'], 2)}x in-cluster A")
+    if "fwd" in rat and rat["fwd"].get("cpu_forward_pydns_over_dnsmasq") is not None:
+        parts.append(f"forwarded (cache miss) CPU pydns/dnsmasq {fmt(rat['fwd']['cpu_forward_pydns_over_dnsmasq'], 2)}x")
     if result.get("skipped"):
         parts.append("skipped: " + "; ".join(f"{k} ({v})" for k, v in result["skipped"].items()))
     if any(result.get("wrong_answers", {}).values()):
@@ -308,9 +363,11 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-seconds", type=float, default=2.0, help="length of each fixed-load run (default %(default)s)")
     p.add_argument("--qps", type=int, default=5000, help="fixed offered load for CPU/query (default %(default)s)")
     p.add_argument("--outstanding", type=int, default=200, help="dnsperf queries in flight (default %(default)s)")
-    p.add_argument("--kinds", default="a,headless,srv,aaaa,nx,mix,ext",
-                   help="query kinds, from: " + ", ".join(f"{k} ({v})" for k, v in gen_cluster.KIND_HELP.items()).replace("%", "%%"))
-    p.add_argument("--servers", default="pydns,pydns-kubeadm,pydns-cache,dnsmasq,dnsmasq-nosrv,dnslib",
+    p.add_argument("--kinds", default="a,headless,srv,aaaa,nx,mix,ext,fwd",
+                   help="query kinds, from: " + ", ".join(f"{k} ({v})" for k, v in gen_cluster.KIND_HELP.items()).replace("%", "%%")
+                   + f", fwd (names under {FORWARDED_ZONE}, each forwarded)")
+    p.add_argument("--servers", default="pydns,pydns-asyncio,pydns-pktinfo,pydns-kubeadm,pydns-cache,dnsmasq,dnsmasq-nosrv,dnslib,"
+                   "pydns-forward,dnsmasq-forward",
                    help="servers to run (default %(default)s)")
     p.add_argument("--queries", type=int, default=10000, help="lines per query file (default %(default)s)")
     p.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for a server to answer")
@@ -325,6 +382,14 @@ def main(argv=None) -> int:
     paths = gen_cluster.write_all(cluster, os.path.join(workdir, "cluster"), args.queries,
                                   external_count=min(1000, max(10, args.services)))
     paths["dnsmasq_bin"] = tools["dnsmasq"]
+    forward_upstream = None
+    if "fwd" in args.kinds.split(","):
+        forward_upstream = start_forward_upstream(tools["dnsmasq"], workdir)
+        paths["forward_upstream"] = forward_upstream.port
+        paths["queries"]["fwd"] = os.path.join(workdir, "cluster", "queries", "fwd.txt")
+        with open(paths["queries"]["fwd"], "w") as fh:
+            fh.write("".join(f"host-{i}.{FORWARDED_ZONE} A\n" for i in range(args.queries)))
+    fwd_checks = [{"name": f"host-0.{FORWARDED_ZONE}.", "type": "A", "rcode": "NOERROR", "answers": ["192.0.2.1"]}]
     with open(paths["checks"]) as fh:
         checks = json.load(fh)["checks"]
     with open(paths["external"]) as fh:
@@ -349,6 +414,8 @@ def main(argv=None) -> int:
         expect = {}
         for name in servers:
             expect[name] = ext_checks if name == "pydns-cache" else list(checks)
+            if name.endswith("-forward"):
+                expect[name] = fwd_checks
             if name == "dnsmasq-nosrv":
                 expect[name] = [c for c in checks if c["type"] != "SRV"]
             if name.startswith("dnsmasq") and name in matrix.get("ext", ()):
@@ -374,7 +441,7 @@ def main(argv=None) -> int:
                         f"at {run['offered_qps']} qps; max {run['max_qps']:8.0f} qps (core {run['max_core_busy']:.0%})")
         result["memory_kb"] = {n: memory_kb(s.pid) for n, s in servers.items() if s.alive()}
     finally:
-        stop_all(servers.values())
+        stop_all([*servers.values(), *([forward_upstream] if forward_upstream else [])])
         if upstream is not None:
             upstream.stop()
     result["medians"] = summarize(result["runs"])

@@ -8,11 +8,12 @@ import logging
 import signal
 import sys
 
-from pydns import __version__, eventloop
+from pydns import __version__, loops
 from pydns.corefile import CorefileError
 from pydns.demo import DEMO_PORT, demo_corefile
 from pydns.plugin import load_plugins
 from pydns.server import Instance, build, corefile_path
+from pydns.transport import DEFAULT_RCVBUF, parse_size
 
 log = logging.getLogger("pydns")
 
@@ -21,11 +22,20 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pydns", description="A pure-Python cluster DNS server (CoreDNS compatible).")
     p.add_argument("-conf", "--conf", dest="conf", metavar="PATH", help="Corefile to load (default: ./Corefile, else the built-in demo)")
     p.add_argument("-dns.port", "--dns.port", dest="dns_port", type=int, metavar="N", help="default port for server blocks that name none (53)")
+    p.add_argument("-so-rcvbuf", "--so-rcvbuf", dest="so_rcvbuf", type=_size, default=DEFAULT_RCVBUF, metavar="SIZE",
+                   help="receive buffer of each UDP socket, as 4m, 512k or bytes; 0 keeps the kernel's default (4m)")
     p.add_argument("-plugins", "--plugins", action="store_true", help="list the plugins this build knows and exit")
     p.add_argument("-version", "--version", action="store_true", help="print the version and exit")
     p.add_argument("-validate", "--validate", action="store_true", help="parse and set up the Corefile without serving; print errors as FILE:LINE: message")
     p.add_argument("-quiet", "--quiet", action="store_true", help="log only warnings and errors")
     return p
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -51,19 +61,32 @@ class _Formatter(logging.Formatter):
         return text
 
 
-def make_instance(conf: str | None, dns_port: int | None) -> Instance:
+def make_instance(conf: str | None, dns_port: int | None, so_rcvbuf: int = DEFAULT_RCVBUF) -> Instance:
     path = corefile_path(conf)
     if path is None:
-        return Instance(None, demo_corefile(), dns_port if dns_port is not None else DEMO_PORT)
-    return Instance(path, dns_port=dns_port if dns_port is not None else 53)
+        return Instance(None, demo_corefile(), dns_port if dns_port is not None else DEMO_PORT, so_rcvbuf)
+    return Instance(path, dns_port=dns_port if dns_port is not None else 53, so_rcvbuf=so_rcvbuf)
 
 
 def validate(instance: Instance) -> int:
+    """Parse and set up the Corefile without serving; print every error found, FILE:LINE: message."""
+
     async def run() -> int:
+        errors: list[CorefileError] = []
+        warnings: list[str] = []
+        configs = []
         try:
-            configs = build(instance.read(), instance.dns_port, instance)
-        except CorefileError as exc:
-            print(exc, file=sys.stderr)
+            blocks = instance.read(warnings=warnings, errors=errors)
+            configs = build(blocks, instance.dns_port, instance, errors)
+        except CorefileError as exc:  # the text itself does not parse: nothing after it can be checked
+            errors.append(exc)
+        for warning in warnings:
+            log.warning("%s", warning)
+        # By file (in the order they were first found wrong), then by line.
+        files = list(dict.fromkeys(err.file for err in errors))
+        for err in sorted(errors, key=lambda e: (files.index(e.file), e.line or 0)):
+            print(err, file=sys.stderr)
+        if errors:
             return 1
         where = instance.path or "built-in Corefile"
         print(f"{where}: OK ({len(configs)} server block{'s' if len(configs) != 1 else ''})")
@@ -99,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  dns.{name}")
         return 0
     setup_logging(args.quiet)
-    instance = make_instance(args.conf, args.dns_port)
+    instance = make_instance(args.conf, args.dns_port, args.so_rcvbuf)
     if args.validate:
         return validate(instance)
     try:
-        return eventloop.run(serve(instance))
+        return loops.run(serve(instance))
     except CorefileError as exc:
         print(f"pydns: {exc}", file=sys.stderr)
         return 1

@@ -104,12 +104,26 @@ class ServerBlock:
 _ENV = re.compile(r"\{\$([A-Za-z_][A-Za-z0-9_]*)\}|\{%([A-Za-z_][A-Za-z0-9_]*)%\}")
 
 
-def _substitute_env(text: str) -> str:
-    return _ENV.sub(lambda m: os.environ.get(m.group(1) or m.group(2), ""), text)
+def _substitute_env(text: str, file: str, line: int, warnings: list[str] | None) -> str:
+    """Replace ``{$VAR}`` / ``{%VAR%}``; an unset one becomes empty (as in CoreDNS) and is noted."""
+
+    def value(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if warnings is not None:
+            at = line + text.count("\n", 0, m.start())
+            warnings.append(f"{file}:{at}: Corefile variable {m.group(0)} is not set; it is replaced by nothing")
+        return ""
+
+    return _ENV.sub(value, text)
 
 
-def lex(text: str, file: str) -> list[Token]:
-    """Split Corefile text into tokens (whitespace separated, quotes and comments honoured)."""
+def lex(text: str, file: str, warnings: list[str] | None = None) -> list[Token]:
+    """Split Corefile text into tokens (whitespace separated, quotes and comments honoured).
+
+    Unset ``{$VAR}`` variables are listed in ``warnings`` when it is given.
+    """
     tokens: list[Token] = []
     i, n, line = 0, len(text), 1
     while i < n:
@@ -140,14 +154,14 @@ def lex(text: str, file: str) -> list[Token]:
                     breaks += 1
                 buf.append(c)
                 i += 1
-            tokens.append(Token(_substitute_env("".join(buf)), file, start_line, True, breaks))
+            tokens.append(Token(_substitute_env("".join(buf), file, start_line, warnings), file, start_line, True, breaks))
         else:
             start = i
             while i < n and text[i] not in " \t\r\n":
                 if text[i] == '"' and i > start:
                     break
                 i += 1
-            tokens.append(Token(_substitute_env(text[start:i]), file, line))
+            tokens.append(Token(_substitute_env(text[start:i], file, line, warnings), file, line))
     return tokens
 
 
@@ -157,10 +171,16 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 class _Expander:
-    """Pastes ``import`` targets (snippets, files, globs) into the token stream."""
+    """Pastes ``import`` targets (snippets, files, globs) into the token stream.
 
-    def __init__(self) -> None:
+    With an ``errors`` list, an import that fails is noted there and skipped, so that every
+    broken import is found in one go; otherwise it raises.
+    """
+
+    def __init__(self, warnings: list[str] | None = None, errors: list[CorefileError] | None = None) -> None:
         self.snippets: dict[str, list[Token]] = {}
+        self.warnings = warnings
+        self.errors = errors
 
     def expand(self, tokens: list[Token], base_dir: str, stack: tuple[str, ...], top: bool) -> list[Token]:
         out: list[Token] = []
@@ -177,7 +197,12 @@ class _Expander:
                 arg = tokens[i + 1]
                 if i + 2 < len(tokens) and not _line_break_between(arg, tokens[i + 2]) and not tokens[i + 2].is_brace("}"):
                     raise tokens[i + 2].error(f"import takes one argument, found extra '{tokens[i + 2]}'")
-                out.extend(self._import(arg, base_dir, stack, top and depth == 0))
+                try:
+                    out.extend(self._import(arg, base_dir, stack, top and depth == 0))
+                except CorefileError as err:
+                    if self.errors is None:
+                        raise
+                    self.errors.append(err)
                 i += 2
                 continue
             if tok.is_brace("{"):
@@ -229,7 +254,7 @@ class _Expander:
                     text = fh.read()
             except OSError as exc:
                 raise arg.error(f"import: cannot read {path}: {exc.strerror}") from None
-            out.extend(self.expand(lex(text, path), os.path.dirname(path), stack + (real,), top))
+            out.extend(self.expand(lex(text, path, self.warnings), os.path.dirname(path), stack + (real,), top))
         return out
 
 
@@ -298,21 +323,32 @@ def parse_tokens(tokens: list[Token]) -> list[ServerBlock]:
     return blocks
 
 
-def parse(text: str, file: str = "Corefile") -> list[ServerBlock]:
-    """Parse Corefile text; imports are resolved relative to ``file``'s folder."""
+def parse(text: str, file: str = "Corefile", *, warnings: list[str] | None = None,
+          errors: list[CorefileError] | None = None) -> list[ServerBlock]:
+    """Parse Corefile text; imports are resolved relative to ``file``'s folder.
+
+    A Corefile must have a server block: one that is empty, or holds only comments or
+    snippets, would serve nothing (a reload to it would silently stop every listener).
+    ``warnings`` collects unset variables; ``errors``, when given, collects failed imports
+    instead of stopping at the first (see ``-validate``).
+    """
     base = os.path.dirname(os.path.abspath(file))
     stack = (os.path.realpath(file),) if os.path.exists(file) else ()
-    tokens = _Expander().expand(lex(text, file), base, stack, True)
-    return parse_tokens(tokens)
+    tokens = _Expander(warnings, errors).expand(lex(text, file, warnings), base, stack, True)
+    blocks = parse_tokens(tokens)
+    if not blocks and not errors:
+        raise CorefileError("no server block: the Corefile is empty or holds only comments or snippets", file)
+    return blocks
 
 
-def load(path: str) -> list[ServerBlock]:
+def load(path: str, *, warnings: list[str] | None = None,
+         errors: list[CorefileError] | None = None) -> list[ServerBlock]:
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
         raise CorefileError(f"cannot read Corefile: {exc.strerror}", path) from None
-    return parse(text, path)
+    return parse(text, path, warnings=warnings, errors=errors)
 
 
 def files_of(path: str) -> list[str]:

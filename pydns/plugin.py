@@ -150,19 +150,29 @@ async def resolve(result: Result) -> Answer:
 # ---------------------------------------------------------------- argument helpers
 
 
-def expect_args(d: Directive, low: int, high: int | None = None) -> list[Token]:
+def expect_args(d: Directive, low: int, high: int | None = None, plugin: str | None = None) -> list[Token]:
+    """The arguments of ``d``, or an error if there are not ``low`` to ``high`` of them.
+
+    ``d`` is a plugin's directive, or (naming the ``plugin``) one option line of its block.
+    """
     n = len(d.args)
     if n < low or (high is not None and n > high):
-        if high == 0:
-            raise d.error(f"plugin/{d.name}: takes no arguments, found '{d.args[0]}'", d.args[0])
+        if plugin is None:
+            prefix = f"plugin/{d.name}:"
+            if high == 0:
+                raise d.error(f"{prefix} takes no arguments, found '{d.args[0]}'", d.args[0])
+        else:
+            prefix = f"plugin/{plugin}: {d.name}:"
         if high is None:
             want = f"at least {low}"
+        elif high == 0:
+            want = "none"
         elif low == high:
             want = f"exactly {low}"
         else:
             want = f"{low} to {high}"
         where = d.args[high] if high is not None and n > high else d.name
-        raise d.error(f"plugin/{d.name}: wrong argument count: want {want}, got {n}", where)
+        raise d.error(f"{prefix} wrong argument count: want {want}, got {n}", where)
     return d.args
 
 
@@ -180,10 +190,15 @@ _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(tok: Token, plugin: str = "") -> float:
-    """A Go duration (``5s``, ``1m30s``, ``250ms``) in seconds."""
+def parse_duration(tok: Token, plugin: str = "", negative: str | None = None) -> float:
+    """A Go duration (``5s``, ``1m30s``, ``250ms``) in seconds.
+
+    ``negative`` is the error for a negative duration (by default it is just invalid).
+    """
     text = str(tok)
     prefix = f"plugin/{plugin}: " if plugin else ""
+    if negative is not None and text.startswith("-"):
+        raise tok.error(f"{prefix}{negative}")
     if text in ("0",):
         return 0.0
     pos, total = 0, 0.0
@@ -197,12 +212,16 @@ def parse_duration(tok: Token, plugin: str = "") -> float:
     return total
 
 
-def parse_int(tok: Token, plugin: str, low: int | None = None, high: int | None = None, what: str = "value") -> int:
-    try:
-        value = int(str(tok))
-    except ValueError:
-        raise tok.error(f"plugin/{plugin}: {what} must be an integer, got '{tok}'") from None
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise tok.error(f"plugin/{plugin}: {what} must be {bounds}, got {value}")
-    return value
+_INT = re.compile(r"[+-]?\d+\Z")  # what Go's strconv.Atoi takes
+
+
+def is_int(text: str) -> bool:
+    """Is ``text`` a whole number, as Go's ``strconv.Atoi`` reads one?"""
+    return _INT.match(text) is not None
+
+
+def parse_int(tok: Token, plugin: str, what: str = "value") -> int:
+    """A whole number, as Go's ``strconv.Atoi`` reads one."""
+    if not is_int(str(tok)):
+        raise tok.error(f"plugin/{plugin}: {what} must be an integer, got '{tok}'")
+    return int(str(tok))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import struct
 
-_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+from pydns.parser import RR_FIXED as _FIXED, Parser, WireError
+
 _H = struct.Struct("!H")
+_AT_QUESTION = b"\xc0\x0c"  # a pointer to the question's name, which starts at offset 12
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX = 1, 2, 5, 6, 12, 15
 TYPE_AAAA, TYPE_SRV, TYPE_OPT, TYPE_RRSIG = 28, 33, 41, 46
@@ -25,12 +27,6 @@ NAME_FIELDS = {
     12: (0, 1), 14: (0, 2), 15: (2, 1), 17: (0, 2), 18: (2, 1), 21: (2, 1), 26: (2, 2),
     33: (6, 1), 36: (2, 1), 39: (0, 1),
 }
-
-_MAX_JUMPS = 64
-
-
-class BadMessage(ValueError):
-    """The bytes do not hold the records they claim to."""
 
 
 class Record:
@@ -51,44 +47,9 @@ def message(body: bytes, question: bytes) -> bytes:
 
 def read_name(msg: bytes, pos: int) -> tuple[list[tuple[bytes, int]], int, list[int]]:
     """Labels (each with the offset of its length byte), the end of the name in place, pointer targets."""
-    labels: list[tuple[bytes, int]] = []
-    targets: list[int] = []
-    end = -1
-    jumps = 0
-    while True:
-        if pos >= len(msg):
-            raise BadMessage("name runs past the message")
-        n = msg[pos]
-        if n == 0:
-            if end < 0:
-                end = pos + 1
-            return labels, end, targets
-        if n & 0xC0 == 0xC0:
-            if pos + 1 >= len(msg):
-                raise BadMessage("pointer runs past the message")
-            if end < 0:
-                end = pos + 2
-            target = ((n & 0x3F) << 8) | msg[pos + 1]
-            jumps += 1
-            if jumps > _MAX_JUMPS or target >= len(msg):
-                raise BadMessage("bad compression pointer")
-            targets.append(target)
-            pos = target
-            continue
-        if n & 0xC0:
-            raise BadMessage("unknown label type")
-        labels.append((msg[pos + 1 : pos + 1 + n], pos))
-        pos += n + 1
-
-
-def skip_name(msg: bytes, pos: int) -> int:
-    while True:
-        n = msg[pos]
-        if n == 0:
-            return pos + 1
-        if n & 0xC0 == 0xC0:
-            return pos + 2
-        pos += n + 1
+    p = Parser(msg, pos)
+    labels, targets = p.get_labels()
+    return [(label, at) for at, label in labels], p.current, targets
 
 
 def wire_name(labels: list[tuple[bytes, int]]) -> bytes:
@@ -99,19 +60,13 @@ def wire_name(labels: list[tuple[bytes, int]]) -> bytes:
 def walk(msg: bytes, pos: int, counts: tuple[int, int, int]) -> list[Record]:
     """The records from ``pos`` on: ``counts`` answer, authority and additional records."""
     out: list[Record] = []
+    p = Parser(msg, pos)
     for section, count in enumerate(counts):
         for _ in range(count):
-            start = pos
-            try:
-                pos = skip_name(msg, pos)
-                rtype, rclass, ttl, rdlen = _FIXED.unpack_from(msg, pos)
-            except (IndexError, struct.error):
-                raise BadMessage("record runs past the message") from None
-            rdata = pos + 10
-            pos = rdata + rdlen
-            if pos > len(msg):
-                raise BadMessage("rdata runs past the message")
-            out.append(Record(start, pos, rtype, rclass, ttl, rdata - 6, rdata, section))
+            start, rtype, rclass, ttl, rdlen = p.get_record()
+            rdata = p.current
+            p.skip(rdlen)
+            out.append(Record(start, p.current, rtype, rclass, ttl, rdata - 6, rdata, section))
     return out
 
 
@@ -120,17 +75,19 @@ def names_of(msg: bytes, rec: Record) -> list[int]:
     found = [rec.start]
     layout = NAME_FIELDS.get(rec.rtype)
     if layout is not None:
-        pos = rec.rdata + layout[0]
+        p = Parser(msg, rec.rdata + layout[0], rec.end)
         for _ in range(layout[1]):
-            if pos >= rec.end:
+            if p.remaining() <= 0:
                 break
-            found.append(pos)
-            pos = skip_name(msg, pos)
+            found.append(p.current)
+            p.skip_name()
     return found
 
 
 def pointer_targets(msg: bytes, rec: Record) -> list[int]:
     """Every offset that a compression pointer in this record leads to (chains followed)."""
+    if rec.rtype not in NAME_FIELDS and msg[rec.start : rec.start + 2] == _AT_QUESTION:
+        return [12]  # the common record: owned by the question's name, no names inside
     targets: list[int] = []
     for pos in names_of(msg, rec):
         targets.extend(read_name(msg, pos)[2])
@@ -152,15 +109,15 @@ def expand(msg: bytes, records: list[Record], keep_below: int) -> bytes:
             rdata = msg[rec.rdata : rec.end]
         else:
             rdata = bytearray(msg[rec.rdata : rec.rdata + layout[0]])
-            pos = rec.rdata + layout[0]
+            p = Parser(msg, rec.rdata + layout[0], rec.end)
             for _ in range(layout[1]):
-                labels, pos, _ = read_name(msg, pos)
-                rdata += _encode(labels, keep_below)
-            rdata += msg[pos : rec.end]
+                labels, _ = p.get_labels()
+                rdata += _encode([(label, at) for at, label in labels], keep_below)
+            rdata += msg[p.current : rec.end]
         out += _FIXED.pack(rec.rtype, rec.rclass, rec.ttl, len(rdata))
         out += rdata
         if owner_end + 10 != rec.rdata:
-            raise BadMessage("record header misplaced")
+            raise WireError("record header misplaced")
     return bytes(out)
 
 

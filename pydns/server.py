@@ -13,15 +13,14 @@ import asyncio
 import contextvars
 import logging
 import os
-import random
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
 from pydns.httpd import HttpListener, split_hostport
 from pydns.plugin import FOREIGN, ORDER, EndOfChain, Plugin, load_plugins, resolve
-from pydns.tcp import TCPListener
-from pydns.transport import Router, make_sockets
+from pydns.tcp import TCPListener, settings_of
+from pydns.transport import DEFAULT_RCVBUF, Router, make_sockets
 from pydns.udp import UDPListener
 from pydns.wire import Request
 from pydns.zones import Key, parse_key, to_wire
@@ -54,6 +53,7 @@ class ServerConfig:
         self.zones: list[str] = list(dict.fromkeys(k.zone for k in keys))
         self.ports: list[int] = sorted({k.port for k in keys})
         self.binds: list[str] = []  # filled by the bind plugin; empty means every address
+        self.tcp_settings: dict[str, float] = {}  # filled by the timeouts plugin (pydns.tcp)
         self.instance = instance
         self.plugins: list[Plugin] = []
         self.handler: Plugin = EndOfChain(self)
@@ -94,10 +94,12 @@ class ServerConfig:
             _LOOKUP_DEPTH.reset(token)
 
     async def _lookup(self, name: str, qtype: int):
-        from dnslib import DNSRecord
+        from dnslib import EDNS0, DNSRecord
 
         query = DNSRecord.question(name, _qtype_name(qtype))
         query.header.rd = 1
+        # The largest EDNS0 size: plugins size answers for it (loadbalance, truncation).
+        query.add_ar(EDNS0(udp_len=65535))
         req = Request(bytes(query.pack()), "udp", ("127.0.0.1", 0), self.label)
         router = self.instance.routers.get(self.ports[0])
         entry = router.route(req.key) if router else (self, self.zones[0])
@@ -106,7 +108,7 @@ class ServerConfig:
         server, req.zone = entry
         req.server = server
         answer = await resolve(server.handler.serve(req))
-        return DNSRecord.parse(answer.render(req, 65535))
+        return DNSRecord.parse(req.render(answer))
 
 
 def _qtype_name(qtype: int) -> str:
@@ -115,48 +117,74 @@ def _qtype_name(qtype: int) -> str:
     return type_name(qtype)
 
 
-def build(blocks: list[ServerBlock], default_port: int, instance: "Instance") -> list[ServerConfig]:
-    """Set up every plugin of every block; raises CorefileError naming file and line."""
+def build(blocks: list[ServerBlock], default_port: int, instance: "Instance",
+          errors: list[CorefileError] | None = None) -> list[ServerConfig]:
+    """Set up every plugin of every block; raises CorefileError naming file and line.
+
+    With an ``errors`` list, every error is noted there instead and the faulty key,
+    directive or plugin left out, so that one pass finds them all (``-validate``).
+    """
+
+    def problem(err: CorefileError) -> None:
+        if errors is None:
+            raise err
+        errors.append(err)
+
     registry = load_plugins()
     configs: list[ServerConfig] = []
     for block in blocks:
         keys: list[Key] = []
         for tok in block.keys:
-            keys.extend(parse_key(tok, default_port))
+            try:
+                keys.extend(parse_key(tok, default_port))
+            except CorefileError as err:
+                problem(err)
+        # A block whose keys are all broken still has its directives checked, under a
+        # stand-in root key; it is then left out.
+        stand_in = not keys
+        if stand_in:
+            keys = [Key(".", default_port, block.keys[0])]
         config = ServerConfig(block, keys, instance)
         by_name: dict[str, list] = {}
         for d in block.directives:
             if d.name in FOREIGN:
-                raise d.error(f"plugin '{d.name}' is {FOREIGN[d.name]}")
-            if d.name not in ORDER:
-                raise d.error(f"unknown directive '{d.name}'")
-            if d.name not in registry:
-                raise d.error(f"plugin '{d.name}' is not available in this build")
-            by_name.setdefault(str(d.name), []).append(d)
+                problem(d.error(f"plugin '{d.name}' is {FOREIGN[d.name]}"))
+            elif d.name not in ORDER:
+                problem(d.error(f"unknown directive '{d.name}'"))
+            elif d.name not in registry:
+                problem(d.error(f"plugin '{d.name}' is not available in this build"))
+            else:
+                by_name.setdefault(str(d.name), []).append(d)
         for name in ORDER:
             directives = by_name.get(name)
             if not directives:
                 continue
             cls = registry[name]
             if len(directives) > 1 and not cls.multiple:
-                raise directives[1].error(f"plugin/{name}: this plugin can only be used once per Server Block")
+                problem(directives[1].error(f"plugin/{name}: this plugin can only be used once per Server Block"))
+                directives = directives[:1]
             plugin = cls(config)
-            for d in directives:
-                plugin.setup(d)
+            try:
+                for d in directives:
+                    plugin.setup(d)
+            except CorefileError as err:
+                problem(err)
+                continue
             config.plugins.append(plugin)
         # Plugins that never look at queries (health, ready, reload...) stay out of the chain.
         chain = [p for p in config.plugins if type(p).serve is not Plugin.serve] + [EndOfChain(config)]
         for a, b in zip(chain, chain[1:]):
             a.next = b
         config.handler = chain[0]
-        configs.append(config)
+        if not stand_in:
+            configs.append(config)
     for config in configs:
         config.siblings = configs
-    _check_duplicates(configs)
+    _check_duplicates(configs, problem)
     return configs
 
 
-def _check_duplicates(configs: list[ServerConfig]) -> None:
+def _check_duplicates(configs: list[ServerConfig], problem: Callable[[CorefileError], None]) -> None:
     seen: dict[tuple, Key] = {}
     for config in configs:
         binds = tuple(sorted(config.binds)) or ("",)
@@ -164,17 +192,19 @@ def _check_duplicates(configs: list[ServerConfig]) -> None:
             for bind in binds:
                 ident = (key.zone, key.port, bind)
                 if ident in seen and seen[ident].token is not key.token:
-                    raise key.token.error(f"cannot serve dns://{key.zone}:{key.port} - it is already defined")
+                    problem(key.token.error(f"cannot serve dns://{key.zone}:{key.port} - it is already defined"))
+                    break
                 seen[ident] = key
 
 
 class Instance:
     """The running process: listeners, the current configuration, reloads."""
 
-    def __init__(self, path: str | None, text: str | None = None, dns_port: int = 53):
+    def __init__(self, path: str | None, text: str | None = None, dns_port: int = 53, so_rcvbuf: int = DEFAULT_RCVBUF):
         self.path = path
         self.text = text
         self.dns_port = dns_port
+        self.so_rcvbuf = so_rcvbuf  # bytes asked for each UDP socket's receive buffer (0: the kernel's default)
         self.configs: list[ServerConfig] = []
         self.routers: dict[int, Router] = {}
         self.listeners: dict[tuple[str, int], Listeners] = {}
@@ -185,10 +215,19 @@ class Instance:
         self.fatal_error: str | None = None
 
     # ------------------------------------------------------------ configuration
-    def read(self) -> list[ServerBlock]:
+    def read(self, *, warnings: list[str] | None = None,
+             errors: list[CorefileError] | None = None) -> list[ServerBlock]:
         if self.path is not None:
-            return load(self.path)
-        return parse(self.text or "", "Corefile")
+            return load(self.path, warnings=warnings, errors=errors)
+        return parse(self.text or "", "Corefile", warnings=warnings, errors=errors)
+
+    def configure(self) -> list[ServerConfig]:
+        """Read and build the Corefile for a start or a reload; its warnings go to the log."""
+        warnings: list[str] = []
+        blocks = self.read(warnings=warnings)
+        for warning in warnings:
+            log.warning("%s", warning)
+        return build(blocks, self.dns_port, self)
 
     def http_listener(self, addr: str, default_port: int) -> HttpListener:
         host, port = split_hostport(addr, default_port)
@@ -214,7 +253,7 @@ class Instance:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        configs = build(self.read(), self.dns_port, self)
+        configs = self.configure()
         try:
             await self._start_plugins(configs)
             try:
@@ -281,7 +320,7 @@ class Instance:
                     continue
                 host, port = addr
                 try:
-                    udp_sock, tcp_sock = make_sockets(host, port)
+                    udp_sock, tcp_sock = make_sockets(host, port, self.so_rcvbuf)
                 except OSError as exc:
                     shown = f"[{host}]" if ":" in host else host
                     raise first_key[addr].token.error(f"listen udp {shown}:{port}: {exc.strerror or exc}") from None
@@ -299,6 +338,7 @@ class Instance:
         for addr, listeners in self.listeners.items():
             if addr in wanted:
                 listeners.udp.router = listeners.tcp.router = Router(wanted[addr])
+                listeners.tcp.settings = settings_of(dict.fromkeys(c for c, _ in wanted[addr].values()))
         self.routers = {port: Router(table) for (host, port), table in wanted.items()}
         for addr in [a for a in self.listeners if a not in wanted]:
             self.listeners.pop(addr).close()
@@ -315,7 +355,7 @@ class Instance:
         """Replace the configuration; on any error keep the running one and say why."""
         async with self.reload_lock:
             try:
-                configs = build(self.read(), self.dns_port, self)
+                configs = self.configure()
             except CorefileError as exc:
                 stats.reload_failed += 1
                 log.error("reload failed, keeping the running configuration: %s", exc)
@@ -372,10 +412,6 @@ async def _quietly(awaitable) -> None:
         await awaitable
     except Exception:
         log.exception("error while stopping a plugin")
-
-
-def jitter(seconds: float, spread: float) -> float:
-    return seconds + random.uniform(0, spread) if spread > 0 else seconds
 
 
 def corefile_path(arg: str | None) -> str | None:

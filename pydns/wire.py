@@ -1,7 +1,7 @@
 """The DNS wire format on the hot path: parsing queries and splicing ready answers.
 
-A query is read with a few ``struct`` calls, never with dnslib: the question is located,
-its name lower-cased as wire bytes (the lookup key), and an EDNS0 OPT record, if any, read.
+A query is read with ``pydns.parser``, never with dnslib: the question is located, its name
+lower-cased as wire bytes (the lookup key), and an EDNS0 OPT record, if any, read.
 
 An ``Answer`` is a response kept as ready wire bytes: its flags and section counts, and the
 packed resource records that follow the question.  Records may point (DNS compression) into
@@ -18,11 +18,12 @@ import struct
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
+from pydns.parser import Parser, WireError, labels_of, presentation
+
 _HEADER = struct.Struct("!HHHHHH")
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _OPT_FIXED = struct.Struct("!HHBBHH")  # type, class=udp size, ext rcode, version, flags, rdlen
-_RR_FIXED = struct.Struct("!HHHHH")  # type, class, ttl (high, low), rdlength
 
 QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 OPCODE_MASK = 0x7800
@@ -57,39 +58,30 @@ class MalformedQuery(Exception):
         self.reply = reply
 
 
-def name_from_wire(wire: bytes) -> str:
-    """Dotted text form of an uncompressed wire name, keeping its case ('.' for the root)."""
-    labels = []
-    i = 0
-    while True:
-        n = wire[i]
-        if n == 0:
-            break
-        label = wire[i + 1 : i + 1 + n].decode("latin-1")
-        if "." in label or "\\" in label:
-            label = label.replace("\\", "\\\\").replace(".", "\\.")
-        labels.append(label)
-        i += n + 1
-    return ".".join(labels) + "." if labels else "."
-
-
 def label_from_wire(wire: bytes) -> DNSLabel:
     """A dnslib name from wire bytes: labels stay bytes, so any octet is allowed."""
-    labels = []
-    i = 0
-    while wire[i]:
-        n = wire[i]
-        labels.append(wire[i + 1 : i + 1 + n])
-        i += n + 1
-    return DNSLabel(labels)
+    return DNSLabel(labels_of(wire))
 
 
+# Clients ask the same questions again and again: everything but the ID parses the same, so
+# parsed queries are kept, keyed on the packet after its ID.  Only a packet that is exactly a
+# query (header, question, its few records: nothing after them) and short is kept, so the
+# table's size is bounded by _PARSED_MAX entries of at most _PARSED_KEY_MAX bytes, whatever
+# a client sends.  Bytes after the last record are ignored, as miekg/dns does.
 _PARSED: dict[bytes, tuple] = {}
 _PARSED_MAX = 10000
+_PARSED_KEY_MAX = 512
+
+UDP_PAYLOAD_MAX = 65507  # the most one UDP datagram carries over IPv4 (65535 - IP and UDP headers)
+TCP_MESSAGE_MAX = 65535  # the two-byte length prefix
 
 
 class Request:
-    """One query as the chain sees it.  Cheap to make: text forms are computed on demand."""
+    """One query as the chain sees it.  Cheap to make: text forms are computed on demand.
+
+    ``proto`` is the transport it came over, "udp" or "tcp": it decides the size limit of
+    the reply (``limit``).
+    """
 
     # Rarely set per query: class-level defaults save assigning them on the hot path.
     server = None
@@ -104,83 +96,30 @@ class Request:
         self.proto = proto
         self.remote = remote
         self.local = local
-        # Clients ask the same questions again and again: everything but the ID parses the same.
         parsed = _PARSED.get(data[2:])
         if parsed is None:
-            parsed = self._parse(data)
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[data[2:]] = parsed
+            parsed, end = _parse_query(data)
+            if end == len(data) <= _PARSED_KEY_MAX:
+                if len(_PARSED) >= _PARSED_MAX:
+                    _PARSED.clear()
+                _PARSED[data[2:]] = parsed
         (self.flags, self.opcode, self.qend, self.qwire, self.key, self.qtype, self.qclass,
          self.edns_size, self.do, self.badvers, self.question, self.echo) = parsed
-
-    def _parse(self, data: bytes) -> tuple:
-        if len(data) < 12:
-            raise MalformedQuery("short header")
-        _id, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
-        if flags & QR:
-            raise MalformedQuery("a response, not a query")
-        if qd != 1:
-            raise MalformedQuery(f"{qd} questions", _formerr_header(data))
-        end = len(data)
-        i = 12
-        try:
-            while True:
-                n = data[i]
-                if n == 0:
-                    break
-                if n & 0xC0:
-                    raise MalformedQuery("compressed or extended label in question", _formerr_header(data))
-                i += n + 1
-            qend = i + 1
-            if qend + 4 > end or qend - 12 > 255:
-                raise MalformedQuery("question runs past the packet", _formerr_header(data))
-        except IndexError:
-            raise MalformedQuery("question runs past the packet", _formerr_header(data)) from None
-        qwire = data[12:qend]
-        qtype, qclass = _HH.unpack_from(data, qend)
-        edns_size, do, badvers = 0, False, False  # edns_size 0: the client sent no OPT record
-        if ar or an or ns:
-            edns_size, do, badvers = self._read_edns(data, qend + 4, an + ns, ar)
-        # ``question`` (as sent, case kept) and ``echo`` (the flag bits a reply copies) are
-        # what every reply splices in: worked out once per distinct question.
-        return (flags, (flags & OPCODE_MASK) >> 11, qend, qwire, qwire.lower(), qtype, qclass, edns_size, do, badvers,
-                data[12 : qend + 4], flags & (RD | CD | OPCODE_MASK))
-
-    @staticmethod
-    def _read_edns(data: bytes, pos: int, skip: int, ar: int) -> tuple:
-        """(EDNS buffer size or 0, DO bit, unsupported EDNS version) from the records after the question."""
-        edns_size, do, badvers = 0, False, False
-        try:
-            for index in range(skip + ar):
-                pos = _skip_name(data, pos)
-                rtype, rclass, ttl_hi, ttl_lo, rdlen = _RR_FIXED.unpack_from(data, pos)
-                if index >= skip and rtype == TYPE_OPT:
-                    if edns_size:
-                        raise MalformedQuery("more than one OPT record", _formerr_header(data))
-                    edns_size = max(rclass, 512)
-                    do = bool(ttl_lo & 0x8000)
-                    badvers = bool(ttl_hi & 0xFF)  # an EDNS version other than 0
-                pos += 10 + rdlen
-                if pos > len(data):
-                    raise IndexError
-        except (IndexError, struct.error):
-            raise MalformedQuery("records run past the packet", _formerr_header(data)) from None
-        return edns_size, do, badvers
 
     # -- text forms, for the slow paths
     @property
     def name(self) -> str:
-        """The query name as sent (case kept), fully qualified."""
+        """The query name as sent (case kept), fully qualified, in presentation format:
+        escaped as miekg/dns prints it, so it is safe in a log line."""
         if self._name is None:
-            self._name = name_from_wire(self.qwire)
+            self._name = presentation(self.qwire)
         return self._name
 
     @property
     def lname(self) -> str:
-        """The query name lower-cased, fully qualified."""
+        """The query name lower-cased, fully qualified, escaped as ``name``."""
         if self._lname is None:
-            self._lname = name_from_wire(self.key)
+            self._lname = presentation(self.key)
         return self._lname
 
     @property
@@ -194,36 +133,81 @@ class Request:
 
     @property
     def udp_limit(self) -> int:
-        return self.edns_size or 512
+        """The client's UDP size: 512, or its EDNS0 buffer size (up to what UDP can carry)."""
+        return min(self.edns_size, UDP_PAYLOAD_MAX) if self.edns_size else 512
+
+    @property
+    def limit(self) -> int:
+        """The largest reply this query may get on its transport."""
+        return self.udp_limit if self.proto == "udp" else TCP_MESSAGE_MAX
 
     def render(self, answer: "Answer") -> bytes:
         """The reply's bytes for this query (made once, then shared by whoever asks)."""
         if self._rendered_for is not answer:
-            self.rendered = answer.render(self, self.udp_limit if self.proto == "udp" else 65535)
+            self.rendered = answer.render(self, self.limit)
             self._rendered_for = answer
         return self.rendered
 
-    def parse(self) -> DNSRecord:
-        """The whole query as a dnslib record (slow path)."""
-        return DNSRecord.parse(self.data)
+
+def _parse_query(data: bytes) -> tuple[tuple, int]:
+    """What a query says (the tuple ``Request`` unpacks) and where its last record ends."""
+    if len(data) < 12:
+        raise MalformedQuery("short header")
+    p = Parser(data)
+    _id, flags, qd, an, ns, ar = p.get_struct(_HEADER)
+    if flags & QR:
+        raise MalformedQuery("a response, not a query")
+    if qd != 1:
+        raise MalformedQuery(f"{qd} questions", _formerr_header(data))
+    try:
+        qwire = p.get_name()
+        qend = p.current
+        if qend - 12 != len(qwire):
+            raise WireError("compressed question name")
+        qtype, qclass = p.get_struct(_HH)
+        edns_size, do, badvers = _read_records(p, an + ns, ar)
+    except WireError as exc:
+        raise MalformedQuery(str(exc), _formerr_header(data)) from None
+    # ``question`` (as sent, case kept) and ``echo`` (the flag bits a reply copies) are
+    # what every reply splices in: worked out once per distinct question.
+    parsed = (flags, (flags & OPCODE_MASK) >> 11, qend, qwire, qwire.lower(), qtype, qclass, edns_size, do, badvers,
+              data[12 : qend + 4], flags & (RD | CD | OPCODE_MASK))
+    return parsed, p.current
 
 
-def _skip_name(data: bytes, pos: int) -> int:
-    while True:
-        n = data[pos]
-        if n == 0:
-            return pos + 1
-        if n & 0xC0 == 0xC0:
-            return pos + 2
-        if n & 0xC0:
-            raise IndexError
-        pos += n + 1
+def _read_records(p: Parser, skip: int, ar: int) -> tuple[int, bool, bool]:
+    """(EDNS buffer size or 0, DO bit, unsupported EDNS version) from the records after the question.
+
+    The OPT record must be owned by the root name and its options must fill its rdata
+    exactly (RFC 6891 6.1.2), as miekg/dns checks.
+    """
+    edns_size, do, badvers = 0, False, False  # edns_size 0: the client sent no OPT record
+    for index in range(skip + ar):
+        owner_at, rtype, rclass, ttl, rdlen = p.get_record()
+        if index < skip or rtype != TYPE_OPT:
+            p.skip(rdlen)
+            continue
+        rdata = p.restricted(rdlen)
+        if edns_size:
+            raise WireError("more than one OPT record")
+        if p.wire[owner_at] != 0:
+            raise WireError("OPT record not owned by the root name")
+        while rdata.remaining():
+            _code, length = rdata.get_struct(_HH)
+            rdata.skip(length)
+        edns_size = max(rclass, 512)
+        do = bool(ttl & 0x8000)
+        badvers = bool(ttl & 0x00FF0000)  # an EDNS version other than 0
+    return edns_size, do, badvers
 
 
 def _formerr_header(data: bytes) -> bytes:
     """A FORMERR reply carrying the query's ID and opcode and no sections."""
     qid, flags = _HH.unpack_from(data)
     return _HEADER.pack(qid, QR | (flags & (OPCODE_MASK | RD)) | FORMERR, 0, 0, 0, 0)
+
+
+OPT_SIZE = 11  # the OPT record a reply carries: root owner, fixed fields, no options
 
 
 def opt_record(size: int, do: bool, ext_rcode: int = 0) -> bytes:
@@ -249,70 +233,79 @@ class Answer:
 
     ``body`` must have been packed after a question of the same shape as the query's (the
     constructors below take care of that), so that compression pointers stay valid.
-    ``ttl`` is the smallest TTL in it (for caches); ``chunks`` optionally lists the byte
-    ranges of the answer records, so that loadbalance can shuffle them without re-packing.
+    ``ttl`` is the smallest TTL in it (for caches).
     """
 
-    __slots__ = ("flags", "rcode", "an", "ns", "ar", "body", "ttl", "_counts", "_counts_opt", "chunks", "error",
+    __slots__ = ("flags", "rcode", "an", "ns", "ar", "body", "ttl", "_counts", "_counts_opt", "_cuts", "error",
                  "plugin")
 
     def __init__(self, rcode: int = NOERROR, an: int = 0, ns: int = 0, ar: int = 0, body: bytes = b"",
                  aa: bool = True, ra: bool = False, ttl: int | None = None, extra_flags: int = 0,
-                 chunks: tuple | None = None, plugin: str = ""):
+                 plugin: str = ""):
         self.rcode = rcode
         self.plugin = plugin  # which plugin wrote it: the `plugin` label of responses_total
         self.flags = QR | (AA if aa else 0) | (RA if ra else 0) | extra_flags | (rcode & 0xF)
         self.an, self.ns, self.ar = an, ns, ar
         self.body = body
         self.ttl = ttl
-        self.chunks = chunks
         self.error = None  # an explanation, for the errors plugin
         self._counts, self._counts_opt = _section_counts(an, ns, ar)
+        self._cuts = None  # room -> (records kept, bytes kept): see ``truncated``
 
     # ---- per query: the byte splice
-    def render(self, req: Request, limit: int = 65535) -> bytes:
+    def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
         flags = self.flags | req.echo
         if req.edns_size:
             okey = (req.edns_size, req.do)
             opt = _OPT_CACHE.get(okey)
             if opt is None:
                 opt = _OPT_CACHE.setdefault(okey, opt_record(req.edns_size, req.do))
-            out = b"".join((req.data[:2], _H.pack(flags), self._counts_opt, req.question, self.body, opt))
-        else:
-            out = b"".join((req.data[:2], _H.pack(flags), self._counts, req.question, self.body))
-        if len(out) > limit:
-            return self.truncated(req, flags)
-        return out
+            if 12 + len(req.question) + len(self.body) + len(opt) > limit:
+                return self.truncated(req, flags, limit, opt)
+            return b"".join((req.data[:2], _H.pack(flags), self._counts_opt, req.question, self.body, opt))
+        if 12 + len(req.question) + len(self.body) > limit:
+            return self.truncated(req, flags, limit, b"")
+        return b"".join((req.data[:2], _H.pack(flags), self._counts, req.question, self.body))
 
-    def truncated(self, req: Request, flags: int) -> bytes:
-        """As many whole records as fit under the client's limit, with TC set (as CoreDNS does).
+    def truncated(self, req: Request, flags: int, limit: int, opt: bytes) -> bytes:
+        """As many whole records as fit under ``limit``, with TC set (miekg/dns's ``Truncate``).
 
         Records are kept in order (answer, then authority, then additional) up to the first
         that does not fit.  Compression pointers only point backwards, so a prefix of the
-        records is always a valid message.
+        records is always a valid message.  Where the cut falls is worked out once per room
+        and kept: a big answer then costs a splice of at most ``limit`` bytes per query.
         """
-        limit = req.udp_limit
-        data = req.data
-        question = req.question
-        opt = opt_record(req.edns_size, req.do) if req.edns_size else b""
-        room = limit - 12 - len(question) - len(opt)
-        kept = _fitting_prefix(self.body, self.an + self.ns + self.ar, room)
+        room = limit - 12 - len(req.question) - len(opt)
+        cuts = self._cuts
+        if cuts is None:
+            cuts = self._cuts = {}
+        cut = cuts.get(room)
+        if cut is None:
+            if len(cuts) >= _CUTS_MAX:
+                cuts.clear()
+            cut = cuts[room] = _fitting_prefix(req.question, self.body, self.an + self.ns + self.ar, room)
+        kept, end = cut
         an = min(kept, self.an)
         ns = min(kept - an, self.ns)
         ar = kept - an - ns
-        end = _record_end(self.body, kept)
-        return (data[:2] + _H.pack(flags | TC) + _HH.pack(1, an) + _HH.pack(ns, ar + (1 if opt else 0))
-                + question + self.body[:end] + opt)
+        return b"".join((req.data[:2], _H.pack(flags | TC), _HH.pack(1, an), _HH.pack(ns, ar + (1 if opt else 0)),
+                         req.question, self.body[:end], opt))
 
-    def size(self, req: Request) -> int:
-        return 12 + (req.qend + 4 - 12) + len(self.body) + (11 if req.edns_size else 0)
-
-    def with_body(self, body: bytes) -> "Answer":
-        """The same answer with its records rearranged (loadbalance)."""
+    def with_body(self, body: bytes, counts: tuple | list | None = None, truncated: bool = False) -> "Answer":
+        """The same answer with its records rearranged (loadbalance, cache), or cut short:
+        ``counts`` (answer, authority, additional) for the records ``body`` holds then, and
+        ``truncated`` to set TC."""
         clone = Answer.__new__(Answer)
-        for slot in Answer.__slots__:
-            setattr(clone, slot, getattr(self, slot))
+        clone.flags, clone.rcode, clone.an, clone.ns, clone.ar = self.flags, self.rcode, self.an, self.ns, self.ar
+        clone.ttl, clone.error, clone.plugin = self.ttl, self.error, self.plugin
+        clone._counts, clone._counts_opt = self._counts, self._counts_opt
         clone.body = body
+        clone._cuts = None
+        if counts is not None:
+            clone.an, clone.ns, clone.ar = counts
+            clone._counts, clone._counts_opt = _section_counts(*counts)
+        if truncated:
+            clone.flags |= TC
         return clone
 
     # ---- constructors (slow path)
@@ -325,86 +318,61 @@ class Answer:
         record.add_auth(*authority)
         record.add_ar(*additional)
         packed = record.pack()
-        qend = _skip_name(packed, 12) + 4
+        p = Parser(packed, 12)
+        p.skip_name()
         ttls = [rr.ttl for rr in (*answer, *authority, *additional)]
-        chunks = None
-        if len(answer) > 1:
-            chunks = _record_spans(packed, qend, len(answer))
-        return cls(rcode, len(answer), len(authority), len(additional), packed[qend:], aa=aa, ra=ra,
-                   ttl=min(ttls) if ttls else None, chunks=chunks, plugin=plugin)
+        return cls(rcode, len(answer), len(authority), len(additional), packed[p.current + 4 :], aa=aa, ra=ra,
+                   ttl=min(ttls) if ttls else None, plugin=plugin)
 
     @classmethod
     def from_message(cls, msg: bytes, plugin: str = "") -> "Answer":
         """An answer from a whole response (an upstream's): its OPT record is dropped.
 
         The body's pointers stay valid for a query whose question has the same length
-        as the response's (forward sends the client's question as it came).
+        as the response's (forward sends the client's question as it came).  Raises
+        ``WireError`` when the response is not well formed.
         """
-        _id, flags, qd, an, ns, ar = _HEADER.unpack_from(msg)
-        pos = 12
+        p = Parser(msg)
+        _id, flags, qd, an, ns, ar = p.get_struct(_HEADER)
         for _ in range(qd):
-            pos = _skip_name(msg, pos) + 4
-        start = pos
+            p.skip_name()
+            p.skip(4)
         kept = bytearray()
         ttl = None
         ext_rcode = 0
         ar_kept = 0
-        spans = []
         for index in range(an + ns + ar):
-            rr_start = pos
-            pos = _skip_name(msg, pos)
-            rtype, _rclass, rttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
-            pos += 10 + rdlen
-            if pos > len(msg):
-                raise ValueError("record runs past the message")
+            rr_start, rtype, _rclass, rttl, rdlen = p.get_record()
+            p.skip(rdlen)
             if rtype == TYPE_OPT:
                 ext_rcode = rttl >> 24
                 continue
-            if index < an:
-                spans.append((rr_start - start, pos - start))
             if index >= an + ns:
                 ar_kept += 1
-            kept += msg[rr_start:pos]
+            kept += msg[rr_start : p.current]
             ttl = rttl if ttl is None else min(ttl, rttl)
-        answer = cls((ext_rcode << 4) | (flags & 0xF), an, ns, ar_kept, bytes(kept), aa=bool(flags & AA),
-                     ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD,
-                     chunks=tuple(spans) if an > 1 else None, plugin=plugin)
-        return answer
+        return cls((ext_rcode << 4) | (flags & 0xF), an, ns, ar_kept, bytes(kept), aa=bool(flags & AA),
+                   ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD, plugin=plugin)
 
 
-def _record_end(body: bytes, count: int) -> int:
-    """Offset in ``body`` just past its first ``count`` records."""
-    pos = 0
-    for _ in range(count):
-        pos = _skip_name(body, pos)
-        (rdlen,) = _H.unpack_from(body, pos + 8)
-        pos += 10 + rdlen
-    return pos
+_CUTS_MAX = 8  # sizes remembered per answer (512, 1232, 4096, TCP... cover real clients)
 
 
-def _fitting_prefix(body: bytes, total: int, room: int) -> int:
-    """How many leading records of ``body`` fit in ``room`` bytes."""
-    pos = kept = 0
+def _fitting_prefix(question: bytes, body: bytes, total: int, room: int) -> tuple[int, int]:
+    """How many leading records of ``body`` fit in ``room`` bytes, and the bytes they take.
+
+    The body is read where it sits in a reply, behind a header and ``question``, so that
+    its compression pointers lead where they should.
+    """
+    base = 12 + len(question)
+    p = Parser(bytes(12) + question + body, base)
+    kept = end = 0
     while kept < total:
-        nxt = _skip_name(body, pos)
-        (rdlen,) = _H.unpack_from(body, nxt + 8)
-        nxt += 10 + rdlen
-        if nxt > room:
+        p.skip_record()
+        if p.current - base > room:
             break
-        pos, kept = nxt, kept + 1
-    return kept
-
-
-def _record_spans(packed: bytes, start: int, count: int) -> tuple:
-    spans = []
-    pos = start
-    for _ in range(count):
-        rr_start = pos
-        pos = _skip_name(packed, pos)
-        (rdlen,) = _H.unpack_from(packed, pos + 8)
-        pos += 10 + rdlen
-        spans.append((rr_start - start, pos - start))
-    return tuple(spans)
+        end, kept = p.current - base, kept + 1
+    return kept, end
 
 
 _STATUS_CACHE: dict[int, Answer] = {}
@@ -430,6 +398,6 @@ def rcode_of(answer: Answer) -> str:
 
 
 __all__ = [
-    "Answer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name", "name_from_wire",
+    "Answer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name",
     "OPCODE", "QTYPE", "RR",
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pydns.corefile import CorefileError, Token
+from pydns.corefile import Token
+from pydns.parser import label_offsets
 
 SUPPORTED_SCHEMES = ("dns",)
 KNOWN_SCHEMES = ("dns", "tls", "https", "grpc", "quic", "https3")
@@ -42,27 +43,20 @@ def wire_lookup(key: bytes, table: dict):
     Suffixes are taken at label boundaries only, so ``\\x03foo\\x03org\\x00`` tries itself,
     ``\\x03org\\x00`` and the root ``\\x00``.
     """
-    i = 0
-    while True:
-        value = table.get(key[i:])
+    get = table.get
+    for i in label_offsets(key):
+        value = get(key[i:])
         if value is not None:
             return value
-        n = key[i]
-        if n == 0:
-            return None
-        i += n + 1
+    return get(b"\x00")
 
 
 def in_wire_zones(key: bytes, zones) -> bool:
     """Does the wire name ``key`` fall in one of ``zones`` (a set of wire names)?"""
-    i = 0
-    while True:
+    for i in label_offsets(key):
         if key[i:] in zones:
             return True
-        n = key[i]
-        if n == 0:
-            return False
-        i += n + 1
+    return b"\x00" in zones
 
 
 def is_subdomain(child: str, parent: str) -> bool:
@@ -88,15 +82,6 @@ def reverse_zones(cidr: str) -> list[str] | None:
         total = 4 if net.version == 4 else 32
         zones.append(".".join(labels[total - keep :]) + ".")
     return zones
-
-
-def match_zone(name: str, zones: list[str]) -> str | None:
-    """The most specific of ``zones`` that ``name`` falls in (lower-case FQDNs), or None."""
-    best = None
-    for zone in zones:
-        if is_subdomain(name, zone) and (best is None or len(zone) > len(best)):
-            best = zone
-    return best
 
 
 def normalize_zones(args: list[Token] | list[str], default: list[str]) -> list[str]:

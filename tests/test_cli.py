@@ -15,6 +15,7 @@ import dns.query
 from tests.conftest import free_port
 
 PYDNS = [sys.executable, "-m", "pydns"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args, cwd=None, timeout=30):
@@ -56,6 +57,70 @@ def test_validate_ok_and_broken(tmp_path):
     out = run("-validate", "--conf", str(bad))
     assert out.returncode == 1
     assert out.stderr.strip() == f"{bad}:3: unknown directive 'nosuchplugin'"
+
+
+def test_validate_reports_every_error(tmp_path):
+    (tmp_path / "extra.conf").write_text("c.org {\n whoami\n bogus\n}\n")
+    conf = tmp_path / "Corefile"
+    conf.write_text(
+        ".:53 {\n"                       # 1
+        " whoami\n"                      # 2
+        " nosuchplugin x\n"              # 3
+        " log {\n"                       # 4
+        "  class nonsense\n"             # 5
+        " }\n"                           # 6
+        " import missing.conf\n"         # 7
+        "}\n"                            # 8
+        "b.org:99999 {\n"                # 9
+        " whoami extra\n"                # 10
+        "}\n"                            # 11
+        "a.org {\n"                      # 12
+        " cache 30\n"                    # 13
+        " cache 60\n"                    # 14
+        "}\n"                            # 15
+        "import extra.conf\n"            # 16
+        "a.org {\n"                      # 17
+        " whoami\n"                      # 18
+        "}\n")                           # 19
+    out = run("-validate", "-conf", str(conf))
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"{conf}:3: unknown directive 'nosuchplugin'",
+        f"{conf}:5: plugin/log: unknown response class 'nonsense'",
+        f"{conf}:7: import: no such file or snippet: missing.conf",
+        f"{conf}:9: port 99999 out of range in 'b.org:99999'",
+        f"{conf}:10: plugin/whoami: takes no arguments, found 'extra'",
+        f"{conf}:14: plugin/cache: this plugin can only be used once per Server Block",
+        f"{conf}:17: cannot serve dns://a.org.:53 - it is already defined",
+        f"{tmp_path / 'extra.conf'}:3: unknown directive 'bogus'",
+    ]
+    assert out.stdout == ""
+
+
+def test_corefile_with_no_server_block_is_refused(tmp_path):
+    for text in ("", "# .:53 {\n#  whoami\n# }\n", "(snippet) {\n whoami\n}\n"):
+        conf = tmp_path / "Corefile"
+        conf.write_text(text)
+        message = f"{conf}: no server block: the Corefile is empty or holds only comments or snippets"
+        out = run("-validate", "-conf", str(conf))
+        assert (out.returncode, out.stderr.strip()) == (1, message)
+        out = run("-conf", str(conf))
+        assert out.returncode == 1
+        assert out.stderr.strip() == f"pydns: {message}"
+
+
+def test_unset_corefile_variable_is_a_warning(tmp_path):
+    fixture = os.path.join(ROOT, "corefile_examples", "test-fixture.Corefile")
+    env = {k: v for k, v in os.environ.items() if k != "PYDNS_MANIFESTS"}
+    out = subprocess.run([*PYDNS, "-validate", "-conf", fixture], capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stderr
+    assert (f"[WARNING] {fixture}:7: Corefile variable {{$PYDNS_MANIFESTS}} is not set; it is replaced by nothing"
+            in out.stderr.splitlines())
+    (tmp_path / "cluster.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n")
+    env["PYDNS_MANIFESTS"] = str(tmp_path / "cluster.yaml")
+    out = subprocess.run([*PYDNS, "-validate", "-conf", fixture], capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "not set" not in out.stderr
 
 
 def test_startup_error_names_file_and_line(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from pydns.corefile import CorefileError, files_of, parse
 from pydns.server import Instance, build
+from pydns.testing import ServerThread
 from pydns.zones import parse_key
 
 
@@ -58,6 +59,63 @@ def test_env_substitution(monkeypatch):
     monkeypatch.setenv("PYDNS_TEST_TTL", "30")
     out = shape(". {\n cache {$PYDNS_TEST_TTL} {%PYDNS_TEST_ZONE%}\n}")
     assert out == [(["."], [("cache", ["30", "example.org"], None)])]
+
+
+def test_unset_variables_are_warnings_naming_file_and_line(monkeypatch, tmp_path):
+    monkeypatch.delenv("PYDNS_TEST_UNSET", raising=False)
+    monkeypatch.setenv("PYDNS_TEST_SET", "30")
+    (tmp_path / "more.conf").write_text("\nlog {%PYDNS_TEST_UNSET%}\n")
+    main = tmp_path / "Corefile"
+    main.write_text('. {\n cache {$PYDNS_TEST_SET}\n hosts {\n  fallthrough\n }\n'
+                    ' template "a\nb {$PYDNS_TEST_UNSET}"\n import more.conf\n}\n')
+    warnings: list[str] = []
+    out = parse(main.read_text(), str(main), warnings=warnings)
+    assert [str(a) for a in out[0].directives[0].args] == ["30"]
+    assert out[0].directives[2].args[0] == "a\nb "  # CoreDNS substitutes nothing
+    assert warnings == [
+        f"{main}:7: Corefile variable {{$PYDNS_TEST_UNSET}} is not set; it is replaced by nothing",
+        f"{tmp_path / 'more.conf'}:2: Corefile variable {{%PYDNS_TEST_UNSET%}} is not set; it is replaced by nothing",
+    ]
+
+
+def test_unset_variable_is_logged_at_start_up(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv("PYDNS_TEST_UNSET", raising=False)
+    conf = tmp_path / "Corefile"
+    conf.write_text(".:0 {\n bind 127.0.0.1\n log {$PYDNS_TEST_UNSET}\n whoami\n}\n")
+    with ServerThread("", path=str(conf)) as srv:
+        assert srv.query("a.b.", "A").additional
+    assert f"{conf}:3: Corefile variable {{$PYDNS_TEST_UNSET}} is not set" in caplog.text
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# . {\n#  whoami\n# }\n", "(common) {\n errors\n}\n"],
+                         ids=["empty", "blank lines", "comments only", "snippets only"])
+def test_no_server_block_is_an_error(text, tmp_path):
+    path = tmp_path / "Corefile"
+    path.write_text(text)
+    with pytest.raises(CorefileError) as info:
+        parse(text, str(path))
+    assert str(info.value) == f"{path}: no server block: the Corefile is empty or holds only comments or snippets"
+    with pytest.raises(CorefileError, match="no server block"):
+        ServerThread("", path=str(path)).start()
+
+
+def test_build_can_collect_every_error(tmp_path):
+    path = tmp_path / "Corefile"
+    text = "a.org {\n whoami x\n frob\n}\nb.org:99999 {\n errors {\n  shout\n }\n}\na.org {\n whoami\n}\n"
+    path.write_text(text)
+    errors: list[CorefileError] = []
+    configs = build(parse(text, str(path)), 53, Instance(str(path)), errors)
+    assert sorted((e.line, e.message) for e in errors) == [
+        (2, "plugin/whoami: takes no arguments, found 'x'"),
+        (3, "unknown directive 'frob'"),
+        (5, "port 99999 out of range in 'b.org:99999'"),
+        (7, "plugin/errors: unknown property 'shout'"),  # checked although its block's key is broken
+        (10, "cannot serve dns://a.org.:53 - it is already defined"),
+    ]
+    assert [c.zones for c in configs] == [["a.org."], ["a.org."]]
+    with pytest.raises(CorefileError) as first:  # without a list: the first error, as before
+        build(parse(text, str(path)), 53, Instance(str(path)))
+    assert first.value.line == 3
 
 
 def test_snippets_are_pasted():

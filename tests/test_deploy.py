@@ -476,6 +476,8 @@ def recorded_calls(api: FakeApiServer) -> set[tuple[str, str, str]]:
             calls.add((*res, "get"))  # one named object
         elif req.query.get("watch") in ("true", "1"):
             calls.add((*res, "watch"))
+            if req.query.get("sendInitialEvents") == "true":
+                calls.add((*res, "list"))  # a streaming list reads the whole collection, as a list
         else:
             calls.add((*res, "list"))
     return calls

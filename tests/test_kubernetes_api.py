@@ -74,21 +74,12 @@ class RecordingIndex:
         meta = obj["metadata"]
         return (meta.get("namespace", ""), meta["name"])
 
-    def upsert_all(self, kind, objects, seen):
+    def replace(self, kind, objects):
+        """A full state of a kind, in one call."""
         with self.lock:
             self.threads.add(threading.get_ident())
-            self.calls.append(("page", kind, sorted(self.key(o)[1] for o in objects)))
-            for o in objects:
-                seen.add(self.key(o))
-                self.state.setdefault(kind, {})[self.key(o)] = o
-
-    def retain(self, kind, seen):
-        """The end of a full list: what it did not hold is gone (recorded as a "replace")."""
-        with self.lock:
-            self.threads.add(threading.get_ident())
-            kept = {k: o for k, o in self.state.get(kind, {}).items() if k in seen}
-            self.calls.append(("replace", kind, sorted(name for _, name in kept)))
-            self.state[kind] = kept
+            self.calls.append(("replace", kind, sorted(self.key(o)[1] for o in objects)))
+            self.state[kind] = {self.key(o): o for o in objects}
 
     def upsert(self, kind, obj):
         with self.lock:
@@ -179,42 +170,76 @@ def synced(src, timeout=10.0):
 
 
 def query_of(server, verb, kind):
-    return [r.query for r in server.requests if r.verb == verb and r.kind == kind]
+    return [r.query for r in server.requests if (verb is None or r.verb == verb) and r.kind == kind]
+
+
+def starts_sync(r):
+    """A request that reads a kind's whole state: a list's first page, or a streaming list."""
+    return (r.verb == "list" and not r.query.get("continue")) or \
+        (r.verb == "watch" and r.query.get("sendInitialEvents") == "true")
+
+
+def syncs(server, kind=None):
+    return sum(1 for r in server.requests if starts_sync(r) and (kind is None or r.kind == kind))
 
 
 # ---------------------------------------------------------------- list
 
 
-def test_initial_list_is_paginated_and_fills_each_kind_on_the_loop_thread(api, source, loop):
+def test_streaming_list_syncs_each_kind_in_one_step_on_the_loop_thread(api, source, loop):
     server = api(small_cluster(services=7))
-    src = source(server, page_size=3)
-    assert not src.synced() or server.count("list") >= 3
-    index = synced(src)
+    index = synced(source(server, page_size=3))
     assert index.names("Service") == [f"svc{i}" for i in range(7)]
     assert index.names("Namespace") == ["default", "kube-system"]
     assert index.names("EndpointSlice") == ["svc0-abc"]
-    lists = query_of(server, "list", "Service")
-    assert [q.get("limit") for q in lists] == ["3", "3", "3"]
-    assert [bool(q.get("continue")) for q in lists] == [False, True, True]
-    assert index.count("replace", "Service") == 1 and index.count("upsert", "Service") == 0
-    # each page is applied as it arrives, not held until the list ends
-    assert [c[2] for c in index.calls if c[:2] == ("page", "Service")] == [
-        ["svc0", "svc1", "svc2"], ["svc3", "svc4", "svc5"], ["svc6"]]
+    assert server.count("list") == 0
+    first = query_of(server, "watch", "Service")[0]
+    assert first["sendInitialEvents"] == "true" and first["resourceVersionMatch"] == "NotOlderThan"
+    assert first["allowWatchBookmarks"] == "true" and "resourceVersion" not in first
+    assert [c for c in index.calls if c[1] == "Service"] == [("replace", "Service", [f"svc{i}" for i in range(7)])]
     assert index.threads == {loop.thread_id}
-    # the watch starts where the list left off
+    # the same stream goes on as the watch
+    server.create(service("later", ip="10.0.0.90"))
+    wait_for(lambda: "later" in index.names("Service"), what="the event after the initial ones")
+    assert len(query_of(server, "watch", "Service")) == 1
+
+
+def test_without_streaming_lists_it_lists_at_resource_version_0_then_watches(api, source, loop):
+    server = api(small_cluster(services=7), watch_list=False)
+    index = synced(source(server, page_size=3))
+    assert index.names("Service") == [f"svc{i}" for i in range(7)]
+    assert index.names("EndpointSlice") == ["svc0-abc"]
+    lists = query_of(server, "list", "Service")
+    # served from the watch cache, which does not page: one request
+    assert [(q.get("resourceVersion"), q.get("limit"), q.get("continue")) for q in lists] == [("0", "3", None)]
+    assert index.count("replace", "Service") == 1 and index.count("upsert", "Service") == 0
+    assert index.threads == {loop.thread_id}
     server.wait_for_watches(3)
-    watch = query_of(server, "watch", "Service")[0]
-    assert watch["resourceVersion"] == str(server.resource_version)
-    assert watch["allowWatchBookmarks"] == "true" and watch["watch"] == "true"
+    watches = query_of(server, "watch", "Service")
+    # one refused streaming list at most, then the watch from the list's version
+    assert watches[-1]["resourceVersion"] == str(server.resource_version) and "sendInitialEvents" not in watches[-1]
+    assert watches[-1]["allowWatchBookmarks"] == "true"
+    assert sum(1 for q in watches if q.get("sendInitialEvents")) <= 1
+    # once the server has said it has no streaming lists, nobody asks again
+    assert sum(1 for r in server.requests if r.query.get("sendInitialEvents")) <= 3
+    relisting = time.monotonic()
+    server.compact()
+    server.create(service("later", ip="10.0.0.90"))
+    server.drop_watches()
+    wait_for(lambda: "later" in index.names("Service"), what="the relist")
+    assert not [r for r in server.requests if r.at >= relisting and r.query.get("sendInitialEvents")]
 
 
-def test_gone_continue_token_restarts_the_list(api, source):
-    server = api(small_cluster(services=5))
-    server.fail_next(1, 410, kind="Service", verb="list", paged=True)
+def test_a_relist_that_gets_410_pages_through_a_quorum_read_and_restarts_on_an_expired_token(api, source):
+    server = api(small_cluster(services=5), watch_list=False)
+    server.fail_next(1, 410, kind="Service", verb="list", paged=False)  # the cached list
+    server.fail_next(1, 410, kind="Service", verb="list", paged=True)  # the first continue token
     index = synced(source(server, page_size=2))
     assert index.names("Service") == [f"svc{i}" for i in range(5)]
-    first_pages = [q for q in query_of(server, "list", "Service") if not q.get("continue")]
-    assert len(first_pages) == 2
+    lists = [(q.get("resourceVersion"), q.get("limit"), bool(q.get("continue")))
+             for q in query_of(server, "list", "Service")]
+    assert lists == [("0", "2", False), (None, "2", False), (None, "2", True),
+                     (None, "2", False), (None, "2", True), (None, "2", True)]
     assert index.count("replace", "Service") == 1
 
 
@@ -236,7 +261,7 @@ def test_creates_updates_and_deletes_arrive_object_by_object(api, source):
     wait_for(lambda: "new-xyz" in index.names("EndpointSlice") and "team-a" in index.names("Namespace"))
     assert index.count("replace", "Service") == 1
     assert ("upsert", "Service", "new") in index.calls and ("delete", "Service", "svc1") in index.calls
-    assert server.count("list", "Service") == 1
+    assert syncs(server, "Service") == 1
 
 
 @pytest.mark.parametrize("abrupt", [False, True], ids=["clean-end", "cut"])
@@ -251,7 +276,7 @@ def test_dropped_watch_resumes_from_last_version_without_relisting(api, source, 
     server.create(service("during", ip="10.0.0.51"))  # made while no watch is open
     wait_for(lambda: "during" in index.names("Service"), what="the change made while disconnected")
     server.wait_for_watches(3)
-    assert server.count("list") == 3  # one list per kind, ever
+    assert syncs(server) == 3  # one sync per kind, ever
     resumed = query_of(server, "watch", "Service")[1]
     assert resumed["resourceVersion"] == str(seen)
     assert index.count("replace", "Service") == 1
@@ -267,7 +292,7 @@ def test_watch_timeout_renews_the_watch_from_where_it_was(api, source):
     wait_for(lambda: len(query_of(server, "watch", "Service")) >= 2, what="the watch to be renewed")
     first, second = query_of(server, "watch", "Service")[:2]
     assert first["timeoutSeconds"] == "1" and second["resourceVersion"] == str(seen)
-    assert server.count("list") == 3
+    assert syncs(server) == 3
 
 
 def test_bookmarks_move_the_resume_point(api, source):
@@ -301,7 +326,10 @@ def test_gone_after_an_outage_relists_and_replaces_state(api, source, gone):
     wait_for(lambda: index.names("Service") == ["born-offline", "svc0", "svc2"], what="the relisted services")
     wait_for(lambda: index.names("EndpointSlice") == [], what="the relisted endpoint slices")
     assert index.count("replace", "Service") == 2
-    assert server.count("list", "Service") == 2
+    assert syncs(server, "Service") == 2
+    # the relist asks for state no older than what was already served
+    relist = [r.query for r in server.requests if starts_sync(r) and r.kind == "Service"][1]
+    assert relist["resourceVersionMatch"] == "NotOlderThan" and int(relist["resourceVersion"]) > 0
 
 
 # ---------------------------------------------------------------- errors
@@ -312,7 +340,7 @@ def test_forbidden_kind_logs_one_clear_line_and_recovers_when_allowed(api, sourc
     server = api(small_cluster())
     server.forbid("EndpointSlice")
     src = source(server)
-    wait_for(lambda: server.count("list", "EndpointSlice") >= 4, what="retries of the forbidden list")
+    wait_for(lambda: syncs(server, "EndpointSlice") >= 4, what="retries of the forbidden list")
     index = src.recording
     assert index.names("Service") == ["svc0", "svc1", "svc2"]  # the other kinds are unaffected
     assert not src.synced()
@@ -330,7 +358,7 @@ def test_forbidden_kind_logs_one_clear_line_and_recovers_when_allowed(api, sourc
 
 def test_server_errors_are_retried_with_growing_backoff(api, source, caplog):
     caplog.set_level(logging.INFO, logger="plugin/kubernetes")
-    server = api(small_cluster())
+    server = api(small_cluster(), watch_list=False)
     server.fail_next(4, 500, kind="Service", verb="list")
     index = synced(source(server, backoff_base=0.1, backoff_cap=5.0))
     assert index.names("Service") == ["svc0", "svc1", "svc2"]
@@ -350,7 +378,7 @@ def test_watch_error_event_resumes_without_relisting(api, source):
     server.drop_watches()
     server.create(service("after-error", ip="10.0.0.60"))
     wait_for(lambda: "after-error" in index.names("Service"))
-    assert server.count("list", "Service") == 1
+    assert syncs(server, "Service") == 1
 
 
 def test_requests_honour_qps_and_burst(api, source):
@@ -367,19 +395,21 @@ def test_requests_honour_qps_and_burst(api, source):
 
 
 def test_the_further_pages_of_a_list_take_no_tokens(api, source):
-    server = api(small_cluster(services=9))
-    # one token every 4 s: the three first requests (one list per kind) use up the burst
-    index = synced(source(server, qps=0.25, burst=3, page_size=2), timeout=3.0)
+    server = api(small_cluster(services=9), watch_list=False)
+    server.fail_next(1, 410, kind="Service", verb="list", paged=False)  # so the service list is read in pages
+    # one token every 4 s: the first requests (a list per kind, the service list again, two watches)
+    # use up the burst; the four further pages of the service list would need four more
+    index = synced(source(server, qps=0.25, burst=6, page_size=2, streaming=False), timeout=3.0)
     assert index.names("Service") == [f"svc{i}" for i in range(9)]
-    pages = [r.at for r in server.requests if r.verb == "list" and r.kind == "Service"]
+    pages = [r.at for r in server.requests if r.verb == "list" and r.kind == "Service"][1:]
     assert len(pages) == 5 and pages[-1] - pages[0] < 2.0
 
 
 def test_too_many_requests_waits_as_told(api, source):
     server = api(small_cluster())
-    server.fail_next(1, 429, kind="Service", verb="list")  # with Retry-After: 1
+    server.fail_next(1, 429, kind="Service")  # with Retry-After: 1
     index = synced(source(server, backoff_base=0.01, backoff_cap=5.0))
-    times = [r.at for r in server.requests if r.verb == "list" and r.kind == "Service"]
+    times = [r.at for r in server.requests if starts_sync(r) and r.kind == "Service"]
     assert len(times) == 2 and times[1] - times[0] >= 1.0
     assert index.names("Service") == ["svc0", "svc1", "svc2"]
 
@@ -411,7 +441,7 @@ def test_outage_with_503_keeps_data_and_catches_up(api, source):
     assert index.names("Service") == ["svc0", "svc1", "svc2"]
     server.recover()
     wait_for(lambda: "later" in index.names("Service"))
-    assert server.count("list", "Service") == 1  # history was kept: resumed, not relisted
+    assert syncs(server, "Service") == 1  # history was kept: resumed, not relisted
 
 
 # ---------------------------------------------------------------- selectors
@@ -427,8 +457,8 @@ def test_label_selectors_go_to_the_server_and_follow_label_changes(api, source):
     assert index.names("Service") == ["db", "web"]
     assert index.names("EndpointSlice") == ["web-1"]
     assert index.names("Namespace") == ["default"]
-    assert query_of(server, "list", "Service")[0]["labelSelector"] == "app in (web, db),tier!=cache"
-    assert query_of(server, "list", "Namespace")[0]["labelSelector"] == "team=dns"
+    assert query_of(server, None, "Service")[0]["labelSelector"] == "app in (web, db),tier!=cache"
+    assert query_of(server, None, "Namespace")[0]["labelSelector"] == "team=dns"
     server.wait_for_watches(3)
     server.update(service("db", ip="10.0.0.2", app="db", tier="cache"))  # stops matching
     server.update(service("misc", ip="10.0.0.4", app="web"))  # starts matching
@@ -440,7 +470,7 @@ def test_pods_are_watched_without_finished_ones(api, source):
     server = api(small_cluster() + [pod("runner", "10.2.0.1"), pod("done", "10.2.0.2", phase="Succeeded")])
     index = synced(source(server, kinds=("Namespace", "Service", "EndpointSlice", "Pod")))
     assert index.names("Pod") == ["runner"]
-    assert "status.phase!=Succeeded" in query_of(server, "list", "Pod")[0]["fieldSelector"]
+    assert "status.phase!=Succeeded" in query_of(server, None, "Pod")[0]["fieldSelector"]
     server.wait_for_watches(4)
     server.update(pod("runner", "10.2.0.1", phase="Failed"))
     wait_for(lambda: index.names("Pod") == [], what="the failed pod to go")
@@ -574,7 +604,7 @@ def test_dns_follows_services_created_changed_and_deleted(api, dns_server):
     wait_for_answer(srv, svc_name("fresh"), (dns.rcode.NOERROR, ["10.0.0.43"]))
     server.delete("Service", "default", "fresh")
     wait_for_answer(srv, svc_name("fresh"), (dns.rcode.NXDOMAIN, []))
-    assert server.count("list", "Service") == 1  # every change came through the watch
+    assert syncs(server, "Service") == 1  # every change came through the watch
 
 
 def test_dns_servfail_while_the_api_is_down_at_startup_then_answers(api, dns_server):
@@ -594,7 +624,7 @@ def test_dns_keeps_answering_through_dropped_watches(api, dns_server):
     server.create(service("after-drop", ip="10.0.0.44"))
     assert addresses(srv, svc_name("svc2")) == (dns.rcode.NOERROR, ["10.0.0.12"])
     wait_for_answer(srv, svc_name("after-drop"), (dns.rcode.NOERROR, ["10.0.0.44"]))
-    assert server.count("list", "Service") == 1
+    assert syncs(server, "Service") == 1
 
 
 def test_dns_gone_after_an_outage_replaces_what_changed_meanwhile(api, dns_server):
@@ -610,7 +640,7 @@ def test_dns_gone_after_an_outage_replaces_what_changed_meanwhile(api, dns_serve
     server.recover()
     wait_for_answer(srv, svc_name("born-offline"), (dns.rcode.NOERROR, ["10.0.0.45"]))
     wait_for_answer(srv, svc_name("svc1"), (dns.rcode.NXDOMAIN, []))
-    assert server.count("list", "Service") == 2
+    assert syncs(server, "Service") == 2
 
 
 def test_dns_forbidden_endpointslices_servfail_and_log_until_allowed(api, dns_server, caplog):
@@ -618,11 +648,13 @@ def test_dns_forbidden_endpointslices_servfail_and_log_until_allowed(api, dns_se
     server = api(small_cluster())
     server.forbid("EndpointSlice")
     srv = dns_server(server, "  startup_timeout 1s\n")
-    assert srv.query(svc_name("svc0"), "A").rcode() == dns.rcode.SERVFAIL
+    # the services are known: their cluster IPs answer; a name that may only be unknown yet does not
+    assert addresses(srv, svc_name("svc0")) == (dns.rcode.NOERROR, ["10.0.0.10"])
+    assert srv.query(svc_name("nope"), "A").rcode() == dns.rcode.SERVFAIL
     rbac = [r.getMessage() for r in caplog.records if "RBAC" in r.getMessage()]
     assert len(rbac) == 1 and "endpointslices" in rbac[0]
     server.allow("EndpointSlice")
-    wait_for_answer(srv, svc_name("svc0"), (dns.rcode.NOERROR, ["10.0.0.10"]))
+    wait_for_answer(srv, svc_name("nope"), (dns.rcode.NXDOMAIN, []))
 
 
 def test_dns_headless_endpoints_follow_endpointslice_events(api, dns_server):

@@ -154,6 +154,21 @@ def test_a_broken_file_keeps_its_last_good_objects_and_says_why(serve, tmp_path,
     served_within(srv, svc("web"), (NOERROR, ["10.0.0.11"]))
 
 
+def test_a_source_without_objects_warns_naming_its_paths(serve, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="plugin/kubernetes")
+    empty, folder = tmp_path / "empty.yaml", tmp_path / "nothing-here"
+    empty.write_text("# nothing yet\n")
+    folder.mkdir()
+    serve([empty, folder])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"manifests: no objects in {empty}, {folder}"]
+    caplog.clear()
+    full = tmp_path / "full.yaml"
+    dump(full, [service("web", ips=("10.0.0.10",))])
+    serve([full])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_a_document_without_a_name_is_a_broken_file(serve, tmp_path, caplog):
     caplog.set_level(logging.ERROR, logger="plugin/kubernetes")
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
@@ -382,15 +397,23 @@ def test_endpoint_and_ptr_names_follow_every_change_after_they_were_asked(serve,
     assert values(srv, "011.0.0.10.in-addr.arpa.", "PTR") == (NXDOMAIN, [])
 
 
-def test_endpoint_names_answer_correctly_beyond_the_lazy_bound(serve, tmp_path, monkeypatch):
+def test_names_answer_correctly_beyond_the_bound_of_rendered_names(serve, tmp_path, monkeypatch):
     from pydns.plugins.kubernetes import index as index_mod
 
-    monkeypatch.setattr(index_mod, "LAZY_MAX", 4)
+    monkeypatch.setattr(index_mod, "MEMO_MAX", 4)
     path = tmp_path / "cluster.yaml"
     eps = [endpoint(f"10.3.0.{i}", f"web-{i}") for i in range(1, 13)]
     dump(path, [headless("web", "default"), endpoint_slice("web-x", "web", eps, ns="default")])
     srv = serve([path])
     for _ in range(2):
+        assert values(srv, svc("web")) == (NOERROR, sorted(f"10.3.0.{i}" for i in range(1, 13)))
         for i in range(1, 13):
             assert values(srv, f"web-{i}." + svc("web")) == (NOERROR, [f"10.3.0.{i}"])
             assert values(srv, f"{i}.0.3.10.in-addr.arpa.", "PTR") == (NOERROR, [f"web-{i}." + svc("web")])
+    # A change after names were evicted reaches the names still held and those asked again.
+    source_of(srv).apply_objects([endpoint_slice("web-x", "web", eps[1:], ns="default")])
+    assert values(srv, "web-1." + svc("web")) == (NXDOMAIN, [])
+    assert values(srv, "1.0.3.10.in-addr.arpa.", "PTR") == (NXDOMAIN, [])
+    assert values(srv, svc("web")) == (NOERROR, sorted(f"10.3.0.{i}" for i in range(2, 13)))
+    for i in range(12, 1, -1):
+        assert values(srv, f"{i}.0.3.10.in-addr.arpa.", "PTR") == (NOERROR, [f"web-{i}." + svc("web")])

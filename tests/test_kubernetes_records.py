@@ -489,7 +489,7 @@ def test_servfail_until_the_first_sync_then_answers(tmp_path):
         try:
             msg = ask(srv, svc("svc1"), "A")
             assert msg.rcode() == SERVFAIL and soa_zone(msg) == CL
-            assert ask(srv, CL, "SOA").rcode() == SERVFAIL
+            assert ask(srv, CL, "SOA").rcode() == NOERROR  # the apex is known before any sync
             assert ask(srv, rev("2001:db8::1"), "PTR").rcode() == NOERROR  # fallthrough zones go on
             assert ready_status(srv) == 503
             api.resume()
@@ -502,6 +502,42 @@ def test_servfail_until_the_first_sync_then_answers(tmp_path):
             srv.stop()
     finally:
         api.resume()
+        api.stop()
+
+
+@pytest.mark.parametrize("namespaces", ["  namespaces testns", ""])
+def test_ptr_with_namespaces_set_follows_the_namespace_object_as_coredns(tmp_path, namespaces):
+    """CoreDNS checks that a PTR's namespace is exposed (and present) only when ``namespaces`` is set."""
+    from pydns.testing.fakeapi import FakeApiServer
+
+    api = FakeApiServer(cluster())
+    api.start()
+    try:
+        srv = ServerThread(corefile(f"kubeconfig {api.kubeconfig(str(tmp_path / 'kubeconfig'))}", namespaces)).start()
+        try:
+            assert values(srv, rev("10.0.0.1"), "PTR") == (NOERROR, [svc("svc1")])
+            assert values(srv, rev("172.0.0.1"), "PTR") == (NOERROR, ["ep1a." + svc("svc1")])
+            gone = api.get("Namespace", None, "testns")
+            api.delete("Namespace", None, "testns")
+            deadline = time.monotonic() + 10
+            while values(srv, svc("svc1"))[0] != NXDOMAIN and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert values(srv, svc("svc1")) == (NXDOMAIN, [])
+            if namespaces:
+                assert values(srv, rev("10.0.0.1"), "PTR") == (NXDOMAIN, [])
+                assert values(srv, rev("172.0.0.1"), "PTR") == (NXDOMAIN, [])
+            else:
+                assert values(srv, rev("10.0.0.1"), "PTR") == (NOERROR, [svc("svc1")])
+                assert values(srv, rev("172.0.0.1"), "PTR") == (NOERROR, ["ep1a." + svc("svc1")])
+            gone["metadata"].pop("resourceVersion", None)
+            api.create(gone)
+            deadline = time.monotonic() + 10
+            while values(srv, rev("10.0.0.1"), "PTR")[0] != NOERROR and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert values(srv, rev("10.0.0.1"), "PTR") == (NOERROR, [svc("svc1")])
+        finally:
+            srv.stop()
+    finally:
         api.stop()
 
 
@@ -524,7 +560,9 @@ SETUP_ERRORS = [
     ("resyncperiod 30s", "unknown property 'resyncperiod'"),
     ("zonal", "option 'zonal' is not supported"),
     ("multicluster clusterset.local", "option 'multicluster' is not supported"),
-    ("apiserver_max_inflight 5", "option 'apiserver_max_inflight' is not supported"),
+    ("apiserver_max_inflight -1", "apiserver_max_inflight must be >= 0"),
+    ("apiserver_max_inflight some", 'invalid apiserver_max_inflight "some"'),
+    ("apiserver_max_inflight 5", "'apiserver_max_inflight' cannot be combined with 'manifests'"),
     ("endpoint http://127.0.0.1:1", "'endpoint' cannot be combined with 'manifests'"),
 ]
 

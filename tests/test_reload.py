@@ -59,6 +59,13 @@ def wait_for(predicate, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def serve_file(serve, conf, text: str) -> tuple[ServerThread, int, int]:
+    """Start pydns from ``text`` written to ``conf``: the server, its DNS port, its HTTP port."""
+    conf.write_text(text)
+    srv = serve("", path=str(conf))
+    return srv, srv.port, srv.instance.http[("127.0.0.1", 0)].bound_port
+
+
 class Load(threading.Thread):
     """Sequential queries over one transport; every answer must be a NOERROR whoami answer."""
 
@@ -120,9 +127,7 @@ def test_broken_edits_keep_the_running_configuration(serve, tmp_path, caplog):
     conf = tmp_path / "Corefile"
     good = ("keep.test:0 {\n bind 127.0.0.1\n health 127.0.0.1:0\n"
             " prometheus 127.0.0.1:0\n whoami\n}\n")
-    conf.write_text(good)
-    srv = serve("", path=str(conf))
-    dns_port, http = srv.port, srv.instance.http[("127.0.0.1", 0)].bound_port
+    srv, dns_port, http = serve_file(serve, conf, good)
     failed = failed_reloads(http)
 
     # An unknown directive: the build fails, naming the line.
@@ -163,9 +168,10 @@ def test_broken_edits_keep_the_running_configuration(serve, tmp_path, caplog):
 
 
 def test_sigusr1_reloads_the_corefile(tmp_path):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     conf = tmp_path / "Corefile"
-    conf.write_text(f"a.sig.test:{port} {{\n bind 127.0.0.1\n whoami\n}}\n")
+    good = f"a.sig.test:{port} {{\n bind 127.0.0.1\n prometheus 127.0.0.1:{metrics_port}\n whoami\n}}\n"
+    conf.write_text(good)
     proc = subprocess.Popen([sys.executable, "-m", "pydns", "-conf", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -177,7 +183,13 @@ def test_sigusr1_reloads_the_corefile(tmp_path):
 
         wait_for(lambda: answers("x.a.sig.test"), 20, "pydns to start")
         assert rcode(port, "x.b.sig.test") == dns.rcode.REFUSED
-        conf.write_text(f"b.sig.test:{port} {{\n bind 127.0.0.1\n whoami\n}}\n")
+        # A Corefile with no server block: the reload fails, the running one keeps serving.
+        failed = failed_reloads(metrics_port)
+        conf.write_text("# nothing here\n")
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: failed_reloads(metrics_port) == failed + 1, 10, "the failed reload")
+        assert answers("x.a.sig.test")
+        conf.write_text(good.replace("a.sig.test", "b.sig.test"))
         proc.send_signal(signal.SIGUSR1)
         wait_for(lambda: answers("x.b.sig.test"), 10, "the reload")
         assert rcode(port, "x.a.sig.test") == dns.rcode.REFUSED
@@ -187,7 +199,9 @@ def test_sigusr1_reloads_the_corefile(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert "reload: configuration replaced" in proc.stderr.read()
+    log = proc.stderr.read()
+    assert f"reload failed, keeping the running configuration: {conf}: no server block" in log
+    assert "reload: configuration replaced" in log
 
 
 def test_reload_plugin_follows_imported_files(serve, tmp_path, caplog):
@@ -238,3 +252,46 @@ def test_setup_errors(tmp_path, args, message):
         ServerThread("", path=str(conf)).start()
     assert message in str(err.value)
     assert str(err.value).split(": ")[0] in (f"{conf}:2", f"{conf}:3")
+
+
+NO_SERVER_BLOCK = {
+    "empty": "",
+    "comments only": "# everything is commented out\n# .:53 {\n#  whoami\n# }\n",
+    "snippets only": "(common) {\n errors\n log\n}\n",
+}
+
+
+@pytest.mark.parametrize("text", NO_SERVER_BLOCK.values(), ids=NO_SERVER_BLOCK.keys())
+def test_corefile_with_no_server_block_is_a_failed_reload(serve, tmp_path, caplog, text):
+    conf = tmp_path / "Corefile"
+    good = ("keep.test:0 {\n bind 127.0.0.1\n reload 2s 1s\n health 127.0.0.1:0\n ready 127.0.0.1:0\n"
+            " prometheus 127.0.0.1:0\n whoami\n}\n")
+    srv, dns_port, http = serve_file(serve, conf, good)
+    failed = failed_reloads(http)
+
+    def everything_answers() -> None:
+        assert rcode(dns_port, "x.keep.test") == dns.rcode.NOERROR
+        assert rcode(dns_port, "x.keep.test", tcp=True) == dns.rcode.NOERROR
+        assert http_get(http, "/health") == (200, "OK")
+        assert http_get(http, "/ready") == (200, "OK")
+
+    # The reload plugin notices the change, and the reload fails, once.
+    conf.write_text(text)
+    wait_for(lambda: failed_reloads(http) == failed + 1, 10, "the failed reload")
+    assert f"{conf}: no server block" in caplog.text
+    everything_answers()
+    # A reload asked for directly (as SIGUSR1 does) fails the same way.
+    assert srv.reload() is False
+    assert failed_reloads(http) == failed + 2
+    everything_answers()
+    time.sleep(3)  # the watcher does not try the same broken file again
+    assert failed_reloads(http) == failed + 2
+    assert srv.instance.generation == 0
+
+    # A good file again: the watcher (still the running configuration's) applies it.
+    conf.write_text(good.replace("keep.test", "back.test"))
+    wait_for(lambda: rcode(dns_port, "x.back.test") == dns.rcode.NOERROR, 10, "the good file")
+    assert rcode(dns_port, "x.keep.test") == dns.rcode.REFUSED
+    assert http_get(http, "/health") == (200, "OK")
+    assert failed_reloads(http) == failed + 2
+

@@ -21,53 +21,16 @@ with its load.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from pydns import metrics
-from pydns.corefile import CorefileError, Directive, Token
-from pydns.httpd import HttpListener, split_hostport
-from pydns.plugin import Plugin, expect_args, parse_duration, register
+from pydns.corefile import CorefileError, Directive
+from pydns.httpd import TEXT, HttpListener, http_address, open_http, split_hostport
+from pydns.plugin import Plugin, parse_duration, register
 
 DEFAULT_ADDRESS = ":8080"
 PROBE_EVERY = 1.0
 PROBE_TIMEOUT = 3.0
-TEXT = "text/plain; charset=utf-8"
-
-
-def http_address(d: Directive, plugin: str, default: str) -> tuple[str, Token]:
-    """The directive's optional ADDRESS argument, checked as Go's net.SplitHostPort would."""
-    args = expect_args(d, 0, 1)
-    if not args:
-        return default, d.name
-    tok = args[0]
-    addr = str(tok)
-    if addr.startswith("["):
-        end = addr.find("]")
-        if end < 0:
-            raise tok.error(f"plugin/{plugin}: address {addr}: missing ']' in address")
-        rest = addr[end + 1 :]
-        if not rest.startswith(":"):
-            raise tok.error(f"plugin/{plugin}: address {addr}: missing port in address")
-        port = rest[1:]
-    elif ":" not in addr:
-        raise tok.error(f"plugin/{plugin}: address {addr}: missing port in address")
-    elif addr.count(":") > 1:
-        raise tok.error(f"plugin/{plugin}: address {addr}: too many colons in address")
-    else:
-        port = addr.rpartition(":")[2]
-    if not port.isdigit() or int(port) > 65535:
-        raise tok.error(f"plugin/{plugin}: address {addr}: invalid port '{port}'")
-    return addr, tok
-
-
-async def open_http(listener: HttpListener, addr: str, where: Token, plugin: str) -> None:
-    """Bind the listener now, so a busy port fails start-up (or the reload) naming the line."""
-    try:
-        await listener.start()
-    except OSError as exc:
-        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-        raise where.error(f"plugin/{plugin}: listen tcp {addr}: bind: {reason}") from None
 
 
 def show_duration(seconds: float) -> str:

@@ -113,17 +113,9 @@ def parse_hosts(text: str, zones: list[str], reverse: bool) -> HostMap:
 
 
 
-def _records(rtype: int, ttl: int, rdatas: list[bytes]) -> tuple[bytes, tuple | None]:
-    """Records owned by the question's name (a pointer to offset 12), and their spans."""
-    parts = []
-    spans = []
-    pos = 0
-    for rdata in rdatas:
-        rr = _RR_HEAD.pack(_NAME_AT_QUESTION, rtype, _CLASS_IN, ttl, len(rdata)) + rdata
-        parts.append(rr)
-        spans.append((pos, pos + len(rr)))
-        pos += len(rr)
-    return b"".join(parts), (tuple(spans) if len(spans) > 1 else None)
+def _records(rtype: int, ttl: int, rdatas: list[bytes]) -> bytes:
+    """Records owned by the question's name (a pointer to offset 12)."""
+    return b"".join(_RR_HEAD.pack(_NAME_AT_QUESTION, rtype, _CLASS_IN, ttl, len(rdata)) + rdata for rdata in rdatas)
 
 
 def build_table(maps: list[HostMap], ttl: int, plugin: str) -> tuple[dict, frozenset]:
@@ -137,18 +129,16 @@ def build_table(maps: list[HostMap], ttl: int, plugin: str) -> tuple[dict, froze
                 merged.setdefault(name, []).extend(addrs)
         for name, addrs in merged.items():
             key = to_wire(name)
-            body, spans = _records(rtype, ttl, addrs)
-            table[(key, rtype)] = Answer(NOERROR, an=len(addrs), body=body, aa=True, ttl=ttl, chunks=spans,
-                                         plugin=plugin)
+            table[(key, rtype)] = Answer(NOERROR, an=len(addrs), body=_records(rtype, ttl, addrs), aa=True,
+                                         ttl=ttl, plugin=plugin)
             names.add(key)
     reverse: dict[str, list[str]] = {}
     for hmap in maps:
         for rev, hosts in hmap.names_of.items():
             reverse.setdefault(rev, []).extend(hosts)
     for rev, hosts in reverse.items():
-        body, spans = _records(TYPE_PTR, ttl, [to_wire(h) for h in hosts])
-        table[(to_wire(rev), TYPE_PTR)] = Answer(NOERROR, an=len(hosts), body=body, aa=True, ttl=ttl,
-                                                 chunks=spans, plugin=plugin)
+        body = _records(TYPE_PTR, ttl, [to_wire(h) for h in hosts])
+        table[(to_wire(rev), TYPE_PTR)] = Answer(NOERROR, an=len(hosts), body=body, aa=True, ttl=ttl, plugin=plugin)
     return table, frozenset(names)
 
 

@@ -24,12 +24,16 @@ An address missing from the file weighs 1; weights are 1 to 255.
 
 Records are moved as byte ranges of the ready answer, never re-packed.  Names that point
 (DNS compression) into a record that may move are spelled out once per answer, so that
-moving records never breaks a name.
+moving records never breaks a name.  An answer too big for the client (thousands of
+addresses) is shuffled only as far as the reply can hold: as many addresses as fit are
+drawn at random from all of them, with TC set, from a few ready draws that are renewed as
+queries come.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import ipaddress
 import itertools
@@ -40,12 +44,16 @@ import random
 from pydns.corefile import CorefileError, Directive, Token
 from pydns.plugin import Plugin, parse_duration, register, unknown_option
 from pydns import records
+from pydns.parser import WireError
 from pydns.records import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_MX, TYPE_SRV
-from pydns.wire import NOERROR, Answer, Request
+from pydns.wire import NOERROR, OPT_SIZE, Answer, Request
 from pydns.zones import to_wire
 
 _AXFR, _IXFR = 252, 251
 _PLANS_MAX = 4096
+# Plans hold their answers' records: bounded in records too, since a big answer that the
+# cache re-stamps every second gets a new plan each time.
+_PLANNED_RECORDS_MAX = 100_000
 _ORDERS_MAX = 24  # answers with at most this many possible orders have them all made ahead
 _choice = random.choice
 # For up to this many records, a new order is one pick among every order of that many
@@ -53,6 +61,8 @@ _choice = random.choice
 # and just as uniform.
 _PERMUTE_MAX = 6
 _PERMUTERS: dict[int, list] = {}
+# Truncated orders kept per answer and room (a client size: 512, 1232, 4096, TCP...).
+_POOL, _REFRESH, _POOL_ROOMS = 16, 8, 8
 
 _CNAME, _REST, _ADDR, _MX = 0, 1, 2, 3
 
@@ -70,25 +80,31 @@ def _group(rtype: int) -> int:
 class _Section:
     """One section's records as ready byte strings, grouped the way the policy moves them.
 
-    ``rank`` gives each address record its subnet rank (prefer) or its weight (weighted).
+    ``rank`` gives each address record its subnet rank (prefer) or its weight (weighted);
+    ``section`` is 0, 1 or 2 (answer, authority, additional); ``shortest`` the length of
+    the shortest address record.
     """
 
-    __slots__ = ("cname", "rest", "addr", "mx", "rank", "prefer")
+    __slots__ = ("cname", "rest", "addr", "mx", "rank", "prefer", "section", "shortest")
 
-    def __init__(self, cname: list, rest: list, addr: list, mx: list, rank: dict, prefer: bool):
+    def __init__(self, cname: list, rest: list, addr: list, mx: list, rank: dict, prefer: bool, section: int):
         self.cname, self.rest, self.addr, self.mx, self.rank, self.prefer = cname, rest, addr, mx, rank, prefer
+        self.section = section
+        self.shortest = min(map(len, addr), default=0)
 
 
 class _Plan:
     """How to reorder one Answer: one ready answer, every possible order made ahead, or
-    byte pieces and sections to arrange per query."""
+    byte pieces and sections to arrange per query; and for an answer too big for some
+    clients, ready truncated orders per room (see ``LoadBalance._pooled``)."""
 
-    __slots__ = ("answer", "fixed", "choices", "pieces", "small")
+    __slots__ = ("answer", "fixed", "choices", "pieces", "small", "pools")
 
     def __init__(self, answer: Answer, fixed: Answer | None = None, pieces: list | None = None,
                  small: bool = False):
         self.answer, self.fixed, self.pieces, self.small = answer, fixed, pieces, small
         self.choices: list | None = None
+        self.pools: dict[int, list[Answer]] = {}
 
 
 @register("loadbalance")
@@ -106,6 +122,7 @@ class LoadBalance(Plugin):
         # reading their records is done once.  A plan holds its Answer, so the id cannot be
         # reused by another object while the plan is kept.
         self._plans: dict[int, _Plan] = {}
+        self._planned = 0  # records held by the plans
 
     # ------------------------------------------------------------------ setup
     def setup(self, d: Directive) -> None:
@@ -187,6 +204,7 @@ class LoadBalance(Plugin):
         self.weights = parse_weights(data.decode("utf-8", "replace"), str(self.weight_file))
         self._weights_digest = digest
         self._plans = {}
+        self._planned = 0
         self.log.info("Successfully reloaded weight file %s", self.weight_file)
 
     # ------------------------------------------------------------------ queries
@@ -205,7 +223,7 @@ class LoadBalance(Plugin):
         plan = self._plans.get(id(answer))
         if plan is None or plan.answer is not answer:
             plan = self._plan(req, answer)
-            return plan.fixed if plan.fixed is not None else self._reorder(answer, plan.pieces)
+            return plan.fixed if plan.fixed is not None else self._reorder(answer, plan.pieces, _room(req, answer))
         if plan.choices is not None:
             return _choice(plan.choices)
         if plan.fixed is not None:
@@ -214,10 +232,37 @@ class LoadBalance(Plugin):
             # Seen again, so it is a shared ready answer: make every order once.
             plan.choices = self._every_order(answer, plan.pieces)
             return _choice(plan.choices)
+        room = _room(req, answer)
+        if room is not None:
+            return self._pooled(plan, room)
         return self._reorder(answer, plan.pieces)
 
-    def _reorder(self, answer: Answer, pieces: list) -> Answer:
-        """A fresh random order (answers too varied to have every order made ahead)."""
+    def _pooled(self, plan: _Plan, room: int) -> Answer:
+        """A random truncated order of an answer too big for ``room``, from a pool made ahead.
+
+        Such answers are the big ones (thousands of addresses): drawing a fresh order per
+        query costs far more than answering a small name.  The pool holds ``_POOL`` orders,
+        each an independent uniform draw; every ``_REFRESH``-th query (on average) replaces
+        one with a fresh draw, so over time every address is handed out alike.
+        """
+        pool = plan.pools.get(room)
+        if pool is None:
+            if len(plan.pools) >= _POOL_ROOMS:
+                plan.pools.clear()
+            pool = plan.pools[room] = [self._reorder(plan.answer, plan.pieces, room) for _ in range(_POOL)]
+        elif random.random() < 1 / _REFRESH:
+            pool[random.randrange(_POOL)] = self._reorder(plan.answer, plan.pieces, room)
+        return _choice(pool)
+
+    def _reorder(self, answer: Answer, pieces: list, room: int | None = None) -> Answer:
+        """A fresh random order (answers too varied to have every order made ahead).
+
+        ``room``: the bytes the client can take for records, when the answer does not fit in
+        them.  Truncation will keep only a first few of the shuffled addresses then, so only
+        as many as could fit are drawn: a random sample in random order is the same as the
+        start of a full shuffle, and a name with thousands of addresses costs no more per
+        query than the size limit allows.
+        """
         orders = []
         weighted = self.policy == "weighted"
         for piece in pieces:
@@ -228,14 +273,19 @@ class LoadBalance(Plugin):
                 addr = _weighted_top(addr, piece.rank)
             else:
                 if len(addr) > 1:
-                    addr = _shuffled(addr)
+                    fits = None if room is None or piece.prefer else room // piece.shortest + 1
+                    addr = _shuffled(addr, fits)
                 if len(mx) > 1:
                     mx = _shuffled(mx)
             orders.append((addr, mx))
-        return self._assemble(answer, pieces, orders)
+        return self._assemble(answer, pieces, orders, room)
 
-    def _assemble(self, answer: Answer, pieces: list, orders: list) -> Answer:
-        """The answer with each section's addresses and MX records in the given orders."""
+    def _assemble(self, answer: Answer, pieces: list, orders: list, room: int | None = None) -> Answer:
+        """The answer with each section's addresses and MX records in the given orders.
+
+        Where a section's addresses were only sampled (see ``_reorder``), the answer is cut
+        right there to the whole records that fit in ``room``, with TC, as truncation would.
+        """
         out: list[bytes] = []
         sections = iter(orders)
         for piece in pieces:
@@ -243,6 +293,7 @@ class LoadBalance(Plugin):
                 out.append(piece)
                 continue
             addr, mx = next(sections)
+            first = len(out)
             out += piece.cname
             if piece.prefer:
                 out += sorted(addr, key=piece.rank.__getitem__)
@@ -252,9 +303,9 @@ class LoadBalance(Plugin):
                 out += piece.rest
                 out += addr
                 out += mx
-        clone = answer.with_body(b"".join(out))
-        clone.chunks = None
-        return clone
+            if len(addr) < len(piece.addr):
+                return _cut(answer, out, first, piece.section, room)
+        return answer.with_body(b"".join(out))
 
     def _every_order(self, answer: Answer, pieces: list) -> list[Answer]:
         """All shuffles of a small answer, each made once (picking one is then the only work)."""
@@ -266,9 +317,12 @@ class LoadBalance(Plugin):
     # ------------------------------------------------------------------ planning (once per Answer)
     def _plan(self, req: Request, answer: Answer) -> _Plan:
         plan = self._make_plan(req, answer)
-        if len(self._plans) >= _PLANS_MAX:
+        records = answer.an + answer.ns + answer.ar
+        if len(self._plans) >= _PLANS_MAX or self._planned + records > _PLANNED_RECORDS_MAX:
             self._plans = {}
+            self._planned = 0
         self._plans[id(answer)] = plan
+        self._planned += records
         return plan
 
     def _make_plan(self, req: Request, answer: Answer) -> _Plan:
@@ -290,7 +344,7 @@ class LoadBalance(Plugin):
                 # Spell out names that lead into records that may move, then read again.
                 msg = records.message(records.expand(msg, recs, base), question)
                 recs = records.walk(msg, base, counts)
-        except (records.BadMessage, IndexError):
+        except WireError:
             return _Plan(answer, fixed=answer)
         pieces = self._pieces(msg, recs, base)
         if not any(p.__class__ is _Section and self._random(p) for p in pieces):
@@ -355,10 +409,10 @@ class LoadBalance(Plugin):
                 raw = msg[r.start : r.end]
                 g = _group(r.rtype)
                 groups[g].append(raw)
-                if g == _ADDR:
+                if g == _ADDR and (self.subnets or self.policy == "weighted"):
                     rank[raw] = self._rank(msg, r)
             pieces.append(_Section(groups[_CNAME], groups[_REST], groups[_ADDR], groups[_MX], rank,
-                                   self._prefer(section)))
+                                   self._prefer(section), section))
             pos = end
         if pos < len(msg):
             pieces.append(msg[pos:])
@@ -380,9 +434,32 @@ class LoadBalance(Plugin):
         return len(self.subnets)
 
 
-def _shuffled(items: list) -> list | tuple:
-    """``items`` (two or more) in a random order, every order equally likely."""
+def _room(req: Request, answer: Answer) -> int | None:
+    """The bytes left for records in the reply to ``req``, if ``answer``'s do not fit in them."""
+    room = req.limit - 12 - len(req.question) - (OPT_SIZE if req.edns_size else 0)
+    return room if len(answer.body) > room else None
+
+
+def _cut(answer: Answer, out: list[bytes], first: int, section: int, room: int) -> Answer:
+    """``answer`` with the records ``out`` (those of ``section`` from ``first`` on, whole
+    sections before), cut to the whole records that fit in ``room`` (miekg/dns's Truncate)."""
+    counts = [answer.an, answer.ns, answer.ar]
+    counts[section + 1 :] = [0] * (2 - section)
+    ends = list(itertools.accumulate(map(len, out)))  # where each record ends
+    if first and ends[first - 1] > room:  # a section before this one is too big already: render cuts it
+        counts[section] = len(out) - first
+        return answer.with_body(b"".join(out), counts)
+    kept = bisect.bisect_right(ends, room)
+    counts[section] = kept - first
+    return answer.with_body(b"".join(out[:kept]), counts, truncated=True)
+
+
+def _shuffled(items: list, most: int | None = None) -> list | tuple:
+    """``items`` (two or more) in a random order, every order equally likely; only the first
+    ``most`` of such an order when fewer are wanted."""
     n = len(items)
+    if most is not None and most < n:
+        return _sample(items, most)
     if n > _PERMUTE_MAX:
         items = items[:]
         random.shuffle(items)
@@ -391,6 +468,20 @@ def _shuffled(items: list) -> list | tuple:
     if permuters is None:
         permuters = _PERMUTERS[n] = [operator.itemgetter(*p) for p in itertools.permutations(range(n))]
     return _choice(permuters)(items)
+
+
+def _sample(items: list, k: int) -> list:
+    """``k`` of ``items`` (k < len(items)), every choice and order equally likely.
+
+    A name with thousands of addresses draws a few dozen per query, so the draw is made
+    with ``random.choices`` (C-fast, but with replacement) and kept when no record repeats,
+    which is likely when k is small next to the count; else ``random.sample`` draws again.
+    Either way every ordered choice of k distinct records is equally likely.
+    """
+    out = random.choices(items, k=k)
+    if len(set(out)) == k:
+        return out
+    return random.sample(items, k)
 
 
 def _orders(pieces: list) -> int:

@@ -9,8 +9,13 @@ Syntax::
 NAMES limits logging to queries in those zones (default: all).  FORMAT uses CoreDNS's
 placeholders (``{remote}``, ``{port}``, ``{>id}``, ``{type}``, ``{class}``, ``{name}``,
 ``{proto}``, ``{size}``, ``{>do}``, ``{>bufsize}``, ``{rcode}``, ``{>rflags}``,
-``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``), or the shortcuts ``{common}``
-and ``{combined}``.  CLASSES: ``success``, ``denial``, ``error``, ``all`` (default).
+``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``: the address the query was sent
+to), or the shortcuts ``{common}`` and ``{combined}``.  CLASSES: ``success``, ``denial``,
+``error``, ``all`` (default).
+
+``{name}`` is printed as miekg/dns prints names: special characters escaped with a
+backslash (``\\.``, ``\\ ``) and other octets outside printable ASCII as ``\\DDD``
+(a newline is ``\\010``), so a query name cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pydns.corefile import Directive
 from pydns.plugin import Plugin, expect_args, register, then, unknown_option
 from pydns.wire import (AA, AD, CD, NOERROR, NXDOMAIN, QR, RA, RD, TC, Answer, Request, class_name, rcode_of,
                         type_name)
-from pydns.zones import fqdn, is_subdomain
+from pydns.zones import fqdn, in_wire_zones, to_wire
 
 COMMON = '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}'
 COMBINED = COMMON + ' "{>opcode}"'
@@ -43,9 +48,21 @@ def classify(answer: Answer) -> str:
     return "error"
 
 
+def _local_ip(req: Request) -> str:
+    """The address the query was sent to: read from the datagram on a UDP listener bound to
+    every address, else the listener's own (``dns://127.0.0.1:53``); IPv6 in brackets."""
+    ip = getattr(req, "local_ip", None)
+    if ip is None and req.local:
+        ip = req.local.rpartition(":")[0].partition("//")[2].strip("[]")
+    if not ip:
+        return "-"
+    return f"[{ip}]" if ":" in ip else ip
+
+
 class _Rule:
     def __init__(self, zones: list[str], fmt: str, classes: set[str]):
-        self.zones, self.classes = zones, classes
+        # Matched on wire names: a text name may hold an escaped dot (``a\.b``).
+        self.zones, self.classes = frozenset(to_wire(z) for z in zones), classes
         self.fmt = fmt.replace("{common}", COMMON).replace("{combined}", COMBINED)
 
 
@@ -80,9 +97,8 @@ class Log(Plugin):
         return then(self.next.serve(req), lambda answer: self._log(req, answer, start))
 
     def _log(self, req: Request, answer: Answer, start: float) -> Answer:
-        name = req.lname
         for rule in self.rules:
-            if not any(is_subdomain(name, z) for z in rule.zones):
+            if not in_wire_zones(req.key, rule.zones):
                 continue
             if "all" not in rule.classes and classify(answer) not in rule.classes:
                 continue
@@ -101,11 +117,11 @@ class Log(Plugin):
         values = {
             "{remote}": remote,
             "{port}": str(req.remote[1]) if req.remote else "-",
-            "{local}": req.local or "-",
+            "{local}": _local_ip(req),
             "{>id}": str(req.id),
             "{type}": type_name(req.qtype),
             "{class}": class_name(req.qclass),
-            "{name}": req.name,
+            "{name}": req.name,  # escaped (presentation format): a name cannot forge a log line
             "{proto}": req.proto,
             "{size}": str(len(req.data)),
             "{>do}": "true" if req.do else "false",

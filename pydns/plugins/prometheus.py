@@ -17,7 +17,10 @@ names and labels:
 * ``coredns_dns_do_requests_total{server, zone, view}``
 * ``coredns_plugin_enabled{server, zone, view, name}``, ``coredns_build_info{version,
   revision, goversion}`` (goversion holds the Python version), ``coredns_panics_total``,
-  ``coredns_reload_failed_total``, and the ``process_*`` and ``python_*`` metrics.
+  ``coredns_reload_failed_total``, pydns's own ``pydns_udp_receive_drops_total{server}``,
+  ``pydns_udp_send_errors_total{cause}``, ``pydns_udp_receive_errors_total{cause}`` and
+  ``pydns_udp_pending_overflows_total``, and
+  the ``process_*`` and ``python_*`` metrics.
 
 ``server`` is the listener (``dns://:53``, ``dns://127.0.0.1:53`` with *bind*), ``zone`` the
 server block zone the query fell in, ``view`` is empty, ``family`` 1 for IPv4 and 2 for
@@ -42,8 +45,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 import pydns
 from pydns import metrics, stats
 from pydns.corefile import Directive
+from pydns.httpd import http_address, open_http
 from pydns.plugin import DNSError, Plugin, register
-from pydns.plugins.health import http_address, open_http
+from pydns.udp import listener_drops
 from pydns.wire import Answer, Request, status
 
 DEFAULT_ADDRESS = "localhost:9153"
@@ -200,6 +204,24 @@ def _sum_into(table: dict, key: tuple, rec: list, lo: int, hi: int, total: int) 
         have[1 + i - lo] += rec[i]
 
 
+def _udp_families():
+    """pydns's own UDP socket counters: kernel drops (read from /proc now), send/receive errors."""
+    family = CounterMetricFamily("pydns_udp_receive_drops", "Queries the kernel dropped on a UDP listener's socket "
+                                 "(receive buffer full), from /proc/net/udp.", labels=("server",))
+    for server, n in listener_drops().items():
+        family.add_metric((server,), n)
+    yield family
+    for direction, counts in (("send", stats.udp_send_errors), ("receive", stats.udp_receive_errors)):
+        family = CounterMetricFamily(f"pydns_udp_{direction}_errors", f"UDP {direction} errors of the DNS "
+                                     "listeners, per cause.", labels=("cause",))
+        for cause, n in list(counts.items()):
+            family.add_metric((cause,), n)
+        yield family
+    yield CounterMetricFamily("pydns_udp_pending_overflows", "UDP queries answered SERVFAIL at once because a "
+                              "listener had too many answers waiting (forwarded) already.",
+                              value=stats.udp_pending_overflows)
+
+
 class QueryCollector:
     """Turns the plain counts into metric families when Prometheus scrapes."""
 
@@ -258,6 +280,20 @@ class QueryCollector:
                                   value=stats.panics)
         yield CounterMetricFamily("coredns_reload_failed_total", "Counter of failed reload attempts.",
                                   value=stats.reload_failed)
+        yield GaugeMetricFamily("pydns_tcp_connections", "Open DNS over TCP connections.", value=stats.tcp_open)
+        for name, doc, label, table in (
+            ("pydns_http_rejected_total", "HTTP requests and connections of the health, ready and metrics "
+             "endpoints refused or cut by a limit, by cause.", "cause", stats.http_rejected),
+            ("pydns_tcp_closed_total", "DNS over TCP connections closed or refused at a bound, by reason.",
+             "reason", stats.tcp_closed),
+            ("pydns_tcp_send_errors_total", "DNS over TCP replies not sent and connections failed, by cause.",
+             "cause", stats.tcp_send_errors),
+        ):
+            family = CounterMetricFamily(name, doc, labels=(label,))
+            for value, n in list(table.items()):
+                family.add_metric((value,), n)
+            yield family
+        yield from _udp_families()
         info = GaugeMetricFamily("coredns_build_info", "Constant 1, labeled by the version, revision and "
                                  "runtime version the server was built from.", labels=("version", "revision", "goversion"))
         info.add_metric((pydns.__version__, getattr(pydns, "__revision__", ""), f"python{platform.python_version()}"), 1)

@@ -18,9 +18,8 @@ Server blocks that name the same address share one endpoint.
 from __future__ import annotations
 
 from pydns.corefile import Directive
-from pydns.httpd import HttpListener
+from pydns.httpd import TEXT, HttpListener, http_address, open_http
 from pydns.plugin import Plugin, register
-from pydns.plugins.health import TEXT, http_address, open_http
 
 DEFAULT_ADDRESS = ":8181"
 MONITORS = ("until-ready", "continuously")

@@ -8,10 +8,11 @@ Every INTERVAL (default 30s, at least 2s), give or take half of JITTER (default 
 least 1s, at most half of INTERVAL), the Corefile is read again, with every file it
 imports, and its SHA512 compared with the running configuration's.  The digest is taken
 over the parsed server blocks (each word with its file and line), so comments and spacing
-within a line do not count, while added or moved lines do.  On a change the configuration is replaced without dropping
-a query.  A Corefile that does not parse is reported and not tried; one that fails to
-start leaves the running configuration serving, is logged, counted in
-``coredns_reload_failed_total``, and not tried again until it changes.  The running digest
+within a line do not count, while added or moved lines do.  On a change the configuration
+is replaced without dropping a query.  A Corefile that does not parse, has no server block
+(empty, comments or snippets only) or fails to start leaves the running configuration
+serving, is logged, counted in ``coredns_reload_failed_total``, and not tried again until
+it changes.  The running digest
 is logged (``Running configuration SHA512 = ...``) and exported as
 ``coredns_reload_version_info{hash="sha512", value}``.  Sending SIGUSR1 to the process
 reloads at once, with or without this plugin.
@@ -105,13 +106,15 @@ class Reload(Plugin):
             try:
                 current = digest(instance.read())
             except CorefileError as exc:
-                self.log.warning("Corefile parse failed: %s", exc)
-                continue
+                # A Corefile that does not parse (or has no server block) is a failed reload
+                # too: tried, logged and counted once, until the error changes.
+                current = f"error: {exc}"
             if current == self.digest:
                 continue
             # Remember it even if it fails: a broken Corefile is not retried until it changes.
             self.digest = current
-            self._publish(current)
+            if not current.startswith("error: "):
+                self._publish(current)
             try:
                 ok = await instance.reload()
             except Exception:

@@ -12,14 +12,24 @@ What it serves (JSON only), the way kube-apiserver does:
   ``GET /apis/discovery.k8s.io/v1/endpointslices`` cluster-wide, the namespaced forms
   ``.../namespaces/NS/RESOURCE[/NAME]``, ``/api/v1/namespaces/NAME``, ``/version``, ``/api``,
   ``/apis``, the group discovery documents and ``/healthz``, ``/livez``, ``/readyz``.
-* Lists: ``limit`` + ``continue`` (a consistent snapshot, as etcd gives), ``labelSelector``
+* Lists, with kube-apiserver's resourceVersion semantics: ``resourceVersion=0`` or
+  ``resourceVersionMatch=NotOlderThan`` is served from the watch cache, which ignores
+  ``limit``; no resourceVersion (a quorum read) pages with ``limit`` + ``continue`` (a
+  consistent snapshot, as etcd gives); ``resourceVersion=N`` with ``limit`` and no match, or
+  ``resourceVersionMatch=Exact``, is 410 once N is compacted.  ``labelSelector``
   (``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``, ``!key``, ``>``, ``<``), ``fieldSelector``
   (``=``, ``==``, ``!=`` on dotted paths such as ``status.phase``), ``metadata.resourceVersion``
   and ``remainingItemCount``.  Items carry no ``kind``/``apiVersion``, as in the real API.
 * Watches (``watch=true``): chunked JSON lines ``{"type": ..., "object": ...}``.  With
-  ``resourceVersion`` unset or ``"0"`` the stream starts with ADDED for every current object
-  (and, with ``sendInitialEvents=true``, a BOOKMARK annotated ``k8s.io/initial-events-end``);
-  otherwise every change after that version is replayed first.  An object that stops
+  ``resourceVersion`` unset or ``"0"`` the stream starts with ADDED for every current object;
+  otherwise every change after that version is replayed first.
+* Streaming lists (``watch_list=True``, the default, as 1.32+ serves them):
+  ``sendInitialEvents=true`` with ``resourceVersionMatch=NotOlderThan`` and
+  ``allowWatchBookmarks=true`` starts the watch with ADDED for every current object, then a
+  BOOKMARK annotated ``k8s.io/initial-events-end: "true"`` naming the version they make up;
+  anything else with those parameters is 422 Invalid.  ``watch_list=False`` is a server
+  without the feature: any ``sendInitialEvents`` or ``resourceVersionMatch`` on a watch is
+  422 Invalid.  An object that stops
   (starts) matching the selectors arrives as DELETED (ADDED).  ``allowWatchBookmarks`` gets
   a BOOKMARK every ``bookmark_interval`` seconds and on ``bookmark()``; ``timeoutSeconds``
   ends the stream cleanly.
@@ -30,15 +40,22 @@ Faults, for the client's error paths:
 
 ``drop_watches(abrupt=False)``
     end every open watch (cleanly, or by cutting the connection)
-``fail_next(n, code=500, kind=None, verb=None, paged=None)``
-    answer the next n matching requests with ``code`` and a Status body (410 is "Expired")
+``fail_next(n, code=500, kind=None, verb=None, paged=None, retry_after=None)``
+    answer the next n matching requests with ``code`` and a Status body (410 is "Expired");
+    429 carries ``Retry-After`` (``retry_after`` seconds, default 1)
+``stall(kind, verb=None, paged=None, after=None)`` / ``unstall()``
+    matching requests hang until unstalled; with ``after``, a streaming list sends that many
+    of its initial events and then hangs
+``blackhole(kind=None)``
+    the open watches (of ``kind``) stop writing, without closing: no events, no bookmarks
 ``forbid(kind, verbs=("list", "watch"))`` / ``allow(kind)``
     403 with the Status body RBAC gives
 ``pause()`` / ``resume()``
     requests (and open watch streams) hang until resumed
 ``outage(mode="refuse")`` / ``recover()``
-    the listener goes away (connections refused, open ones cut), or with ``mode="503"``
-    every request is answered 503; ``recover()`` serves again on the same port
+    the listener goes away (connections refused, open ones cut); ``mode="reset"`` accepts
+    each connection, records it (verb ``connect``) and resets it; ``mode="503"`` answers
+    every request 503; ``recover()`` serves again on the same port
 ``compact(gone="event")``
     every resourceVersion handed out so far becomes too old: a watch from one gets an ERROR
     event with a 410 Status (``gone="http"``: an HTTP 410 answer instead), a continue token
@@ -63,6 +80,7 @@ import re
 import select
 import socket
 import ssl
+import struct
 import tempfile
 import threading
 import time
@@ -118,6 +136,7 @@ class _Fault:
     kind: str | None
     verb: str | None
     paged: bool | None
+    retry_after: float | None = None
 
     def matches(self, verb: str, kind: str | None, query: dict[str, str]) -> bool:
         if self.kind is not None and self.kind != kind:
@@ -245,7 +264,7 @@ def _dig(obj: Any, path: list[str]) -> str:
 
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
             409: "AlreadyExists", 410: "Expired", 429: "TooManyRequests", 500: "InternalError",
-            503: "ServiceUnavailable", 504: "Timeout"}
+            422: "Invalid", 503: "ServiceUnavailable", 504: "Timeout"}
 
 
 def status_body(code: int, message: str, reason: str | None = None, details: dict | None = None) -> dict:
@@ -278,6 +297,7 @@ class _Watcher:
         self.labels = labels
         self.fields = fields
         self.bookmarks = bookmarks
+        self.blackholed = False
         self.q: queue.Queue = queue.Queue()
 
     def matches(self, obj: dict) -> bool:
@@ -315,8 +335,9 @@ class _Watcher:
 
 class FakeApiServer:
     def __init__(self, objects: Iterable[dict] = (), *, token: str | None = None, tls: bool = False,
-                 bookmark_interval: float = 5.0, watch_timeout: float = 1800.0):
+                 bookmark_interval: float = 5.0, watch_timeout: float = 1800.0, watch_list: bool = True):
         self.token = token
+        self.watch_list = watch_list
         self.tls = tls
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
@@ -332,6 +353,7 @@ class FakeApiServer:
         self._watchers: set[_Watcher] = set()
         self._snapshots: dict[str, tuple[int, list[dict]]] = {}
         self._faults: list[_Fault] = []
+        self._stalls: list[_Fault] = []  # ``remaining`` holds ``after`` (-1: the whole request)
         self._forbidden: dict[str, set[str]] = {}
         self._paused = False
         self._outage: str | None = None
@@ -549,10 +571,29 @@ class FakeApiServer:
                     w.bookmark(self._rv)
 
     def fail_next(self, n: int, code: int = 500, *, kind: str | None = None, verb: str | None = None,
-                  paged: bool | None = None) -> None:
+                  paged: bool | None = None, retry_after: float | None = None) -> None:
         """Answer the next ``n`` requests matching kind/verb (``paged``: carrying a continue token) with ``code``."""
         with self._lock:
-            self._faults.append(_Fault(n, code, kind, verb, paged))
+            self._faults.append(_Fault(n, code, kind, verb, paged, retry_after))
+
+    def stall(self, kind: str | None = None, verb: str | None = None, *, paged: bool | None = None,
+              after: int | None = None) -> None:
+        """Hold matching requests until ``unstall()``; ``after=n``: a streaming list hangs after n initial events."""
+        with self._lock:
+            self._stalls.append(_Fault(-1 if after is None else after, 0, kind, verb, paged))
+
+    def unstall(self) -> None:
+        with self._cv:
+            self._stalls.clear()
+            self._cv.notify_all()
+
+    def blackhole(self, kind: str | None = None) -> int:
+        """The open watches (of ``kind``) stop writing without closing; returns how many."""
+        with self._lock:
+            watchers = [w for w in self._watchers if kind is None or w.res.kind == kind]
+            for w in watchers:
+                w.blackholed = True
+        return len(watchers)
 
     def forbid(self, kind: str, verbs: Iterable[str] = ("list", "watch")) -> None:
         with self._lock:
@@ -572,15 +613,18 @@ class FakeApiServer:
             self._cv.notify_all()
 
     def outage(self, mode: str = "refuse") -> None:
-        """``refuse``: stop listening and cut every connection; ``503``: answer everything 503."""
-        if mode not in ("refuse", "503"):
-            raise ValueError("mode is 'refuse' or '503'")
+        """``refuse``: stop listening and cut every connection; ``reset``: accept, count and reset
+        every connection; ``503``: answer everything 503."""
+        if mode not in ("refuse", "reset", "503"):
+            raise ValueError("mode is 'refuse', 'reset' or '503'")
         with self._cv:
             self._outage = mode
             self._epoch += 1
             self._cv.notify_all()
         if mode == "refuse":
             self._close_listener()
+            self._cut_connections()
+        elif mode == "reset":
             self._cut_connections()
         else:
             self.drop_watches(abrupt=True)
@@ -631,14 +675,29 @@ class FakeApiServer:
                 self._cv.wait()
             return self._epoch == epoch and not self._stopped and self._outage != "refuse"
 
-    def _take_fault(self, verb: str, kind: str | None, query: dict[str, str]) -> int | None:
+    def _take_fault(self, verb: str, kind: str | None, query: dict[str, str]) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.remaining > 0 and fault.matches(verb, kind, query):
                     fault.remaining -= 1
-                    return fault.code
+                    return fault
             self._faults = [f for f in self._faults if f.remaining > 0]
         return None
+
+    def _stalled_after(self, verb: str, kind: str | None, query: dict[str, str]) -> int | None:
+        """How many initial events a stalled streaming list sends (-1: the whole request hangs), or None."""
+        with self._lock:
+            for stall in self._stalls:
+                if stall.matches(verb, kind, query):
+                    return stall.remaining
+        return None
+
+    def _hold(self, epoch: int, still: Callable[[], bool]) -> bool:
+        """Wait while ``still()``; False when the connection must be cut meanwhile."""
+        with self._cv:
+            while still() and self._epoch == epoch and not self._stopped:
+                self._cv.wait(0.1)
+            return self._epoch == epoch and not self._stopped
 
     def _list(self, res: Resource, namespace: str | None, query: dict[str, str]) -> tuple[int, dict]:
         labels = label_selector(query.get("labelSelector", ""))
@@ -659,9 +718,12 @@ class FakeApiServer:
                 rv, items = self._snapshots[snap_id]
             else:
                 rv_param = query.get("resourceVersion", "")
-                if query.get("resourceVersionMatch") == "Exact" and rv_param not in ("", "0") \
-                        and _int_param(query, "resourceVersion") < self._floor:
+                match = query.get("resourceVersionMatch", "")
+                exact = match == "Exact" or (not match and limit > 0 and rv_param not in ("", "0"))
+                if exact and rv_param not in ("", "0") and _int_param(query, "resourceVersion") < self._floor:
                     return 410, status_body(410, f"too old resource version: {rv_param} ({self._floor})", "Expired")
+                if rv_param == "0" or match == "NotOlderThan":
+                    limit = 0  # served from the watch cache, which does not page
                 rv, offset, snap_id = self._rv, 0, None
                 items = []
                 for (ns, _), obj in sorted(self._objects[res.kind].items()):
@@ -682,18 +744,26 @@ class FakeApiServer:
             page = items[offset:end]
         return 200, {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": page}
 
-    def _open_watch(self, res: Resource, namespace: str | None, query: dict[str, str]) -> tuple[_Watcher | None, dict | None]:
+    def _open_watch(self, res: Resource, namespace: str | None, query: dict[str, str],
+                    stall_after: int | None = None) -> tuple[_Watcher | None, dict | None]:
         """Register a watcher with its replayed events queued; or (None, Status) when the version is too old."""
         watcher = _Watcher(res, namespace, label_selector(query.get("labelSelector", "")),
                            field_selector(query.get("fieldSelector", "")), query.get("allowWatchBookmarks") == "true")
         rv_param = query.get("resourceVersion", "")
+        initial = query.get("sendInitialEvents")
         with self._lock:
-            if rv_param in ("", "0"):
-                for _, obj in sorted(self._objects[res.kind].items()):
-                    if watcher.matches(obj):
-                        watcher.put("ADDED", obj)
-                if query.get("sendInitialEvents") == "true":
+            if initial == "true" or (rv_param in ("", "0") and initial != "false"):
+                matching = [obj for _, obj in sorted(self._objects[res.kind].items()) if watcher.matches(obj)]
+                for n, obj in enumerate(matching):
+                    if n == stall_after:
+                        watcher.q.put(("stall",))
+                    watcher.put("ADDED", obj)
+                if stall_after is not None and stall_after >= len(matching):
+                    watcher.q.put(("stall",))
+                if initial == "true":
                     watcher.bookmark(self._rv, {"k8s.io/initial-events-end": "true"})
+            elif rv_param in ("", "0"):
+                pass  # sendInitialEvents=false: from the most recent version, nothing replayed
             else:
                 since = _int_param(query, "resourceVersion")
                 if since < self._floor:
@@ -744,6 +814,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.epoch = fake._epoch
             fake._conns.add(self.connection)
 
+    def handle(self) -> None:
+        fake = self.server.fake
+        if fake._outage == "reset":
+            with fake._lock:
+                fake.requests.append(RecordedRequest(time.monotonic(), "connect", None, "", {}))
+            # Linger 0: the close below is a reset, as from a server that is going away.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        super().handle()
+
     def finish(self) -> None:
         with self.server.fake._lock:
             self.server.fake._conns.discard(self.connection)
@@ -768,12 +849,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(503, status_body(503, "the server is currently unable to handle the request"))
         if fake.token is not None and self.headers.get("Authorization") != f"Bearer {fake.token}":
             return self._json(401, status_body(401, "Unauthorized"))
-        code = fake._take_fault(verb, res.kind if res else None, query)
-        if code is not None:
+        kind = res.kind if res else None
+        fault = fake._take_fault(verb, kind, query)
+        if fault is not None:
+            code = fault.code
             if code == 403 and res is not None:
                 return self._json(403, forbidden_body(res, verb, namespace))
-            extra = {"Retry-After": "1"} if code == 429 else {}
+            extra = {}
+            if code == 429 or fault.retry_after is not None:
+                extra["Retry-After"] = f"{fault.retry_after if fault.retry_after is not None else 1:g}"
             return self._json(code, status_body(code, f"injected failure ({code})"), extra)
+        stall = fake._stalled_after(verb, kind, query)
+        if stall == -1 and not fake._hold(self.epoch, lambda: fake._stalled_after(verb, kind, query) is not None):
+            self.close_connection = True
+            return
         if res is not None and verb in fake._forbidden.get(res.kind, ()):
             return self._json(403, forbidden_body(res, verb, namespace))
         try:
@@ -850,7 +939,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _watch(self, res: Resource, namespace: str | None, query: dict[str, str]) -> None:
         fake = self.server.fake
-        watcher, gone = fake._open_watch(res, namespace, query)
+        invalid = _streaming_invalid(query, fake.watch_list)
+        if invalid:
+            return self._json(422, status_body(422, invalid, "Invalid"))
+        stall = fake._stalled_after("watch", res.kind, query)
+        watcher, gone = fake._open_watch(res, namespace, query, stall if stall is not None and stall >= 0 else None)
         if gone is not None and fake._gone == "http":
             return self._json(410, gone)
         self.close_connection = True
@@ -875,8 +968,14 @@ class _Handler(BaseHTTPRequestHandler):
         now = time.monotonic()
         deadline = now + timeout
         next_bookmark = now + fake.bookmark_interval
+        held = None  # an item taken from the queue while batching events, not handled yet
         while True:
             now = time.monotonic()
+            if watcher.blackholed:  # written to no more, and never closed from this side
+                if self._peer_gone() or not fake._hold(self.epoch, lambda: False):
+                    return
+                time.sleep(0.05)
+                continue
             if now >= deadline:
                 self._chunk(b"")
                 return
@@ -884,7 +983,7 @@ class _Handler(BaseHTTPRequestHandler):
             if watcher.bookmarks:
                 wait = min(wait, max(0.0, next_bookmark - now))
             try:
-                item = watcher.q.get(timeout=wait)
+                item, held = held or watcher.q.get(timeout=wait), None
             except queue.Empty:
                 if self._peer_gone():
                     return
@@ -894,13 +993,31 @@ class _Handler(BaseHTTPRequestHandler):
                         watcher.bookmark(fake._rv)
                     next_bookmark = time.monotonic() + fake.bookmark_interval
                 continue
+            if watcher.blackholed:
+                continue  # swallowed: blackholed while waiting for it
             if not fake._admit(self.epoch) or item[0] == "abort":
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if item[0] == "end":
                 self._chunk(b"")
                 return
-            self._chunk(item[1])
+            if item[0] == "stall":
+                if not fake._hold(self.epoch, lambda: fake._stalled_after("watch", watcher.res.kind, {}) is not None
+                                  and not self._peer_gone()):
+                    return
+                continue
+            # Events already queued go out together, as the API server's buffered writes do.
+            batch = [item[1]]
+            while len(batch) < 256:
+                try:
+                    more = watcher.q.get_nowait()
+                except queue.Empty:
+                    break
+                if more[0] != "data":
+                    held = more
+                    break
+                batch.append(more[1])
+            self._chunk(b"".join(batch))
 
     def _peer_gone(self) -> bool:
         """A watching client sends nothing more, so a readable socket means it hung up."""
@@ -913,6 +1030,27 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
+
+
+def _streaming_invalid(query: dict[str, str], supported: bool) -> str:
+    """Why kube-apiserver would refuse a watch's streaming-list parameters ("" when it would not)."""
+    initial, match = query.get("sendInitialEvents"), query.get("resourceVersionMatch")
+    if not supported:
+        if initial is not None:
+            return "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList " \
+                   "feature gate is enabled"
+        if match:
+            return "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch"
+        return ""
+    if initial == "true":
+        if match != "NotOlderThan":
+            return "resourceVersionMatch: Unsupported value: sendInitialEvents requires resourceVersionMatch=NotOlderThan"
+        if query.get("allowWatchBookmarks") != "true":
+            return "allowWatchBookmarks: Forbidden: sendInitialEvents requires allowWatchBookmarks=true"
+    elif match:
+        return "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless " \
+               "sendInitialEvents is provided"
+    return ""
 
 
 def _discovery(parts: tuple[str, ...]) -> dict | str | None:

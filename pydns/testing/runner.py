@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
 import threading
 
-from pydns import eventloop
+from pydns import loops
 from pydns.server import Instance
 
 
@@ -45,12 +46,12 @@ class ServerThread:
         return self
 
     def _run(self) -> None:
-        self.loop = eventloop.new_event_loop()
+        self.loop = loops.new_event_loop()
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._main())
         finally:
-            self.loop.close()
+            loops.close(self.loop)
 
     async def _main(self) -> None:
         self._done = asyncio.Event()
@@ -129,3 +130,43 @@ def free_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port")
+
+
+@contextlib.contextmanager
+def plugin_named(name: str, cls):
+    """Register ``cls`` as the plugin ``name`` (a Corefile directive) for the ``with`` block,
+    then put back whatever was registered under that name before."""
+    from pydns.plugin import REGISTRY, register
+
+    previous = REGISTRY.get(name)
+    register(name)(cls)
+    try:
+        yield cls
+    finally:
+        if previous is None:
+            REGISTRY.pop(name, None)
+        else:
+            REGISTRY[name] = previous
+
+
+def wait_until_answering(port: int, process=None, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    """Wait for a DNS server (a pydns started as a process, say) to answer on ``port``;
+    fail early if ``process`` (a ``subprocess.Popen``) exits first."""
+    import time
+
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    query = dns.message.make_query("example.org.", "A")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dns.query.udp(query, host, port=port, timeout=0.5)
+            return
+        except (OSError, dns.exception.Timeout):
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answered DNS on {host}:{port}") from None
+            time.sleep(0.1)

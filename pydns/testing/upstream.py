@@ -75,7 +75,7 @@ class Upstream:
         self.port = port  # 0: a free port, known once started
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._listening = threading.Event()
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._udp = None
@@ -117,7 +117,7 @@ class Upstream:
     def start(self) -> "Upstream":
         self._thread = threading.Thread(target=self._run, name="upstream", daemon=True)
         self._thread.start()
-        if not self._ready.wait(10):
+        if not self._listening.wait(10):
             raise TimeoutError("upstream did not start")
         if self._error is not None:
             raise self._error
@@ -147,9 +147,9 @@ class Upstream:
             server = await self._listen()
         except BaseException as exc:
             self._error = exc
-            self._ready.set()
+            self._listening.set()
             return
-        self._ready.set()
+        self._listening.set()
         await self._stop.wait()
         server.close()
         if self._udp is not None:

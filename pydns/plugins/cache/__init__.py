@@ -53,7 +53,7 @@ import time
 
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register, resolve
-from pydns import records
+from pydns.parser import WireError
 from pydns.plugins.cache import metrics as cache_metrics
 from pydns.plugins.cache import options
 from pydns.plugins.cache.metrics import DENIAL, SUCCESS
@@ -298,7 +298,7 @@ class Cache(Plugin):
             return False
         try:
             kind = read_response(req, answer).kind
-        except (records.BadMessage, IndexError):
+        except WireError:
             return False
         return kind not in (OTHER_ERROR, META, UPDATE)
 
@@ -352,7 +352,7 @@ class Cache(Plugin):
             return answer, False
         try:
             resp = read_response(req, answer)
-        except (records.BadMessage, IndexError):
+        except WireError:
             return answer, False
         kind = resp.kind
         keep = may_keep and not (answer.flags & TC or resp.non_answer or kind in (OTHER_ERROR, META, UPDATE)

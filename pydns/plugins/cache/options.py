@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
-from pydns.corefile import CorefileError, Directive, Token
-from pydns.plugin import parse_duration, unknown_option
+from pydns.corefile import Directive
+from pydns.plugin import expect_args, is_int, parse_duration, parse_int, unknown_option
 from pydns.plugins.cache.metrics import DENIAL, KINDS, SUCCESS
 from pydns.plugins.cache.response import MIN_TTL
 from pydns.zones import fqdn, normalize_zones, to_wire
@@ -14,8 +12,6 @@ MAX_TTL, MAX_NTTL = 3600, 1800
 DEFAULT_CAPACITY = 10000  # 256 shards of 39: 9984 entries
 MAX_SERVFAIL = 300.0
 MAX_RECHECK = 300.0
-
-_INT = re.compile(r"[+-]?\d+\Z")  # what Go's strconv.Atoi takes
 
 
 class Options:
@@ -43,7 +39,7 @@ class Options:
 def parse(d: Directive, block_zones: list[str]) -> Options:
     o = Options()
     args = list(d.args)
-    if args and _INT.match(args[0]):
+    if args and is_int(args[0]):
         ttl = int(args.pop(0))
         if ttl <= 0:
             raise d.error(f"plugin/cache: cache TTL can not be zero or negative: {ttl}", d.args[0])
@@ -60,15 +56,15 @@ def parse(d: Directive, block_zones: list[str]) -> Options:
         elif name == "serve_stale_policy":
             raise opt.error("plugin/cache: serve_stale_policy is not supported")
         elif name == "servfail":
-            _args(opt, 1, 1)
-            o.failttl = _duration(opt.args[0], "invalid negative ttl for servfail")
+            expect_args(opt, 1, 1, plugin="cache")
+            o.failttl = parse_duration(opt.args[0], "cache", "invalid negative ttl for servfail")
             if o.failttl > MAX_SERVFAIL:
                 raise opt.error("plugin/cache: caching SERVFAIL responses over 5 minutes is not permitted",
                                 opt.args[0])
         elif name == "disable":
             _disable(o, opt)
         elif name == "keepttl":
-            _args(opt, 0, 0)
+            expect_args(opt, 0, 0, plugin="cache")
             o.keepttl = True
         else:
             raise unknown_option(d, opt)
@@ -77,17 +73,17 @@ def parse(d: Directive, block_zones: list[str]) -> Options:
 
 def _kind(o: Options, opt: Directive, kind: int) -> None:
     """success|denial CAPACITY [TTL [MINTTL]]"""
-    args = _args(opt, 1, 3)
-    cap = _int(args[0], "capacity")
+    args = expect_args(opt, 1, 3, plugin="cache")
+    cap = parse_int(args[0], "cache", "capacity")
     if cap < 0:
         raise opt.error(f"plugin/cache: capacity can not be negative: {cap}", args[0])
     ttl = minttl = None
     if len(args) > 1:
-        ttl = _int(args[1], "TTL")
+        ttl = parse_int(args[1], "cache", "TTL")
         if ttl <= 0:
             raise opt.error(f"plugin/cache: cache TTL can not be zero or negative: {ttl}", args[1])
     if len(args) > 2:
-        minttl = _int(args[2], "min TTL")
+        minttl = parse_int(args[2], "cache", "min TTL")
         if minttl < 0:
             raise opt.error(f"plugin/cache: cache min TTL can not be negative: {minttl}", args[2])
     if kind == SUCCESS:
@@ -102,19 +98,19 @@ def _kind(o: Options, opt: Directive, kind: int) -> None:
 
 def _prefetch(o: Options, opt: Directive) -> None:
     """prefetch AMOUNT [[DURATION] [PERCENTAGE%]]"""
-    args = _args(opt, 1, 3)
-    amount = _int(args[0], "prefetch amount")
+    args = expect_args(opt, 1, 3, plugin="cache")
+    amount = parse_int(args[0], "cache", "prefetch amount")
     if amount < 0:
         raise opt.error(f"plugin/cache: prefetch amount should be positive: {amount}", args[0])
     o.prefetch = amount
     if len(args) > 1:
-        o.prefetch_window = _duration(args[1], "invalid negative duration for prefetch")
+        o.prefetch_window = parse_duration(args[1], "cache", "invalid negative duration for prefetch")
     if len(args) > 2:
         pct = str(args[2])
         if not pct.endswith("%"):
             raise opt.error(f"plugin/cache: last character of percentage should be `%`, but is: '{pct[-1:]}'",
                             args[2])
-        if not _INT.match(pct[:-1]):
+        if not is_int(pct[:-1]):
             raise opt.error(f"plugin/cache: percentage must be an integer, got '{pct}'", args[2])
         num = int(pct[:-1])
         if num < 10 or num > 90:
@@ -124,11 +120,11 @@ def _prefetch(o: Options, opt: Directive) -> None:
 
 def _serve_stale(o: Options, opt: Directive) -> None:
     """serve_stale [DURATION] [immediate [RESPONSE_TTL [RECHECK]] | verify [TIMEOUT [RESPONSE_TTL [RECHECK]]]]"""
-    args = _args(opt, 0, 5)
+    args = expect_args(opt, 0, 5, plugin="cache")
     o.stale_up_to, o.stale_ttl, o.recheck = 3600, 0, 0.0
     o.verify, o.verify_timeout = False, 0.0
     if args:
-        o.stale_up_to = int(_duration(args[0], "invalid negative duration for serve_stale"))
+        o.stale_up_to = int(parse_duration(args[0], "cache", "invalid negative duration for serve_stale"))
     if len(args) > 1:
         mode = str(args[1]).lower()
         if mode not in ("immediate", "verify"):
@@ -136,12 +132,12 @@ def _serve_stale(o: Options, opt: Directive) -> None:
         o.verify = mode == "verify"
     rest = list(args[2:])
     if o.verify and rest:
-        o.verify_timeout = _duration(rest.pop(0), "invalid negative timeout for serve_stale verify")
+        o.verify_timeout = parse_duration(rest.pop(0), "cache", "invalid negative timeout for serve_stale verify")
     elif len(rest) > 2:
         raise rest[2].error(f"plugin/cache: serve_stale {args[1]} takes at most 2 more values, found '{rest[2]}'")
     if rest:
         tok = rest.pop(0)
-        ttl = _duration(tok, "invalid negative response TTL for serve_stale")
+        ttl = parse_duration(tok, "cache", "invalid negative response TTL for serve_stale")
         if ttl != int(ttl):
             raise tok.error("plugin/cache: serve_stale response TTL must be a whole number of seconds")
         if ttl > 0xFFFFFFFF:
@@ -149,14 +145,14 @@ def _serve_stale(o: Options, opt: Directive) -> None:
         o.stale_ttl = int(ttl)
     if rest:
         tok = rest.pop(0)
-        o.recheck = _duration(tok, "invalid negative failure recheck for serve_stale")
+        o.recheck = parse_duration(tok, "cache", "invalid negative failure recheck for serve_stale")
         if o.recheck > MAX_RECHECK:
             raise tok.error("plugin/cache: serve_stale failure recheck cannot exceed 5 minutes")
 
 
 def _disable(o: Options, opt: Directive) -> None:
     """disable success|denial [ZONES...]"""
-    args = _args(opt, 1)
+    args = expect_args(opt, 1, plugin="cache")
     which = str(args[0])
     if which not in KINDS:
         raise opt.error('plugin/cache: cache type for disable must be "success" or "denial"', args[0])
@@ -165,32 +161,3 @@ def _disable(o: Options, opt: Directive) -> None:
         o.pexcept = keys
     else:
         o.nexcept = keys
-
-
-def _args(opt: Directive, low: int, high: int | None = None) -> list[Token]:
-    n = len(opt.args)
-    if n < low or (high is not None and n > high):
-        if high is None:
-            want = f"at least {low}"
-        elif high == low:
-            want = str(low)
-        else:
-            want = f"{low} to {high}"
-        where = opt.args[high] if high is not None and n > high else opt.name
-        raise opt.error(f"plugin/cache: {opt.name}: wrong argument count: want {want}, got {n}", where)
-    return opt.args
-
-
-def _int(tok: Token, what: str) -> int:
-    if not _INT.match(str(tok)):
-        raise tok.error(f"plugin/cache: {what} must be an integer, got '{tok}'")
-    return int(str(tok))
-
-
-def _duration(tok: Token, negative: str) -> float:
-    if str(tok).startswith("-"):
-        raise tok.error(f"plugin/cache: {negative}")
-    try:
-        return parse_duration(tok)
-    except CorefileError:
-        raise tok.error(f"plugin/cache: invalid duration '{tok}'") from None

@@ -9,7 +9,8 @@ import ssl
 from dataclasses import dataclass, field
 
 from pydns.corefile import Directive, Token
-from pydns.plugin import expect_args, parse_duration
+from pydns.parser import label_offsets
+from pydns.plugin import expect_args, parse_duration, parse_int
 from pydns.plugins.forward.policy import POLICIES, Random
 from pydns.plugins.forward.proxy import Proxy
 from pydns.zones import fqdn, normalize_zones, to_wire
@@ -75,10 +76,7 @@ def in_zone(key: bytes, zone: bytes) -> bool:
     cut = len(key) - len(zone)
     if cut < 0 or not key.endswith(zone):
         return False
-    i = 0
-    while i < cut:  # the suffix must start on a label boundary
-        i += key[i] + 1
-    return i == cut
+    return cut == 0 or cut in label_offsets(key)  # the suffix must start on a label boundary
 
 
 # ---------------------------------------------------------------- the directive
@@ -131,12 +129,12 @@ def _show(seconds: float) -> str:
 def _option(d: Directive, opt: Directive, st: Stanza) -> None:
     name = str(opt.name)
     if name == "except":
-        st.ignored.extend(to_wire(z) for z in normalize_zones(_args(opt, 1), []))
+        st.ignored.extend(to_wire(z) for z in normalize_zones(expect_args(opt, 1, plugin="forward"), []))
     elif name == "force_tcp":
-        _args(opt, 0, 0)
+        expect_args(opt, 0, 0, plugin="forward")
         st.force_tcp = True
     elif name == "prefer_udp":
-        _args(opt, 0, 0)
+        expect_args(opt, 0, 0, plugin="forward")
         st.prefer_udp = True
     elif name == "expire":
         st.expire = _duration(opt, "expire")
@@ -158,18 +156,18 @@ def _option(d: Directive, opt: Directive, st: Stanza) -> None:
     elif name == "health_check":
         _health_check(opt, st)
     elif name == "tls":
-        args = _args(opt, 0, 3)
+        args = expect_args(opt, 0, 3, plugin="forward")
         st.tls = _tls_context(opt, opt.name, [str(a) for a in args])
     elif name == "tls_servername":
-        st.tls_servername = str(_args(opt, 1, 1)[0])
+        st.tls_servername = str(expect_args(opt, 1, 1, plugin="forward")[0])
     elif name == "policy":
-        (tok,) = _args(opt, 1, 1)
+        (tok,) = expect_args(opt, 1, 1, plugin="forward")
         if tok not in POLICIES:
             raise opt.error(f"plugin/forward: unknown policy '{tok}'", tok)
         st.policy = POLICIES[tok]()
     elif name in ("next", "failover"):
         codes = set()
-        for tok in _args(opt, 1):
+        for tok in expect_args(opt, 1, plugin="forward"):
             code = RCODES.get(tok.upper())
             if code is None:
                 raise opt.error(f"plugin/forward: {tok} is not a valid rcode", tok)
@@ -181,24 +179,24 @@ def _option(d: Directive, opt: Directive, st: Stanza) -> None:
         else:
             st.failover = st.failover | codes
     elif name == "next_on_nodata":
-        _args(opt, 0, 0)
+        expect_args(opt, 0, 0, plugin="forward")
         st.next_on_nodata = True
     elif name == "failfast_all_unhealthy_upstreams":
-        _args(opt, 0, 0)
+        expect_args(opt, 0, 0, plugin="forward")
         st.failfast = True
     elif name == "source_address":
-        (tok,) = _args(opt, 1, 1)
+        (tok,) = expect_args(opt, 1, 1, plugin="forward")
         if not _is_ip(tok):
             raise opt.error(f"plugin/forward: invalid IP address: {tok}", tok)
         st.source = str(tok)
     elif name == "resolver":
-        for tok in _args(opt, 1):
+        for tok in expect_args(opt, 1, plugin="forward"):
             host, _port = _split_host_port(tok)
             if host is None or not _is_ip(host):
                 raise opt.error(f"plugin/forward: resolver must be an IP address or IP:port: \"{tok}\"", tok)
         st.resolvers = [str(t) for t in opt.args]
     elif name == "doh_method":
-        (tok,) = _args(opt, 1, 1)
+        (tok,) = expect_args(opt, 1, 1, plugin="forward")
         if tok not in ("GET", "POST"):
             raise opt.error("plugin/forward: doh_method must be either POST or GET", tok)
         st.doh_method = str(tok)
@@ -206,38 +204,22 @@ def _option(d: Directive, opt: Directive, st: Stanza) -> None:
         raise opt.error(f"plugin/forward: unknown property '{name}'")
 
 
-def _args(opt: Directive, low: int, high: int | None = None) -> list[Token]:
-    """An option's arguments, or an error naming the plugin and the option."""
-    n = len(opt.args)
-    if n < low or (high is not None and n > high):
-        want = "none" if high == 0 else f"exactly {low}" if low == high else f"at least {low}" if high is None \
-            else f"{low} to {high}"
-        where = opt.args[high] if high is not None and n > high else opt.name
-        raise opt.error(f"plugin/forward: {opt.name}: wrong argument count: want {want}, got {n}", where)
-    return opt.args
-
-
 def _duration(opt: Directive, what: str) -> float:
-    (tok,) = _args(opt, 1, 1)
-    if tok.startswith("-"):
-        raise opt.error(f"plugin/forward: {what} can't be negative: {tok}", tok)
-    return parse_duration(tok, "forward")
+    (tok,) = expect_args(opt, 1, 1, plugin="forward")
+    return parse_duration(tok, "forward", f"{what} can't be negative: {tok}")
 
 
 def _integer(opt: Directive, what: str) -> int:
-    (tok,) = _args(opt, 1, 1)
-    try:
-        value = int(str(tok), 10)
-    except ValueError:
-        raise opt.error(f"plugin/forward: {what}: '{tok}' is not a valid integer", tok) from None
+    (tok,) = expect_args(opt, 1, 1, plugin="forward")
+    value = parse_int(tok, "forward", what)
     if value < 0:
         raise opt.error(f"plugin/forward: {what} can't be negative: {value}", tok)
     return value
 
 
 def _health_check(opt: Directive, st: Stanza) -> None:
-    args = _args(opt, 1)
-    st.hc_interval = _duration_token(opt, args[0], "health_check")
+    args = expect_args(opt, 1, plugin="forward")
+    st.hc_interval = parse_duration(args[0], "forward", f"health_check can't be negative: {args[0]}")
     st.hc_domain = "."
     i = 1
     while i < len(args):
@@ -255,12 +237,6 @@ def _health_check(opt: Directive, st: Stanza) -> None:
         else:
             raise opt.error(f"plugin/forward: health_check: unknown option {word}", word)
         i += 1
-
-
-def _duration_token(opt: Directive, tok: Token, what: str) -> float:
-    if tok.startswith("-"):
-        raise opt.error(f"plugin/forward: {what} can't be negative: {tok}", tok)
-    return parse_duration(tok, "forward")
 
 
 def _is_domain(name: str) -> bool:

@@ -24,6 +24,7 @@ from dnslib import QTYPE, DNSHeader, DNSQuestion, DNSRecord
 
 from pydns.plugins.forward.doh import HTTPConn, HTTPError
 from pydns.plugins.forward.metrics import UpstreamMetrics
+from pydns.transport import DEFAULT_RCVBUF, set_receive_buffer
 from pydns.wire import QR, RCODE_NAMES, TC
 
 _ID = struct.Struct("!H")
@@ -85,6 +86,8 @@ class UDPChannel:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self.sock.setblocking(False)
+            # The replies to a burst of forwarded queries arrive together: room for them all.
+            set_receive_buffer(self.sock, DEFAULT_RCVBUF)
             if source:
                 self.sock.bind((source, 0))
             self.sock.connect(addr)
@@ -119,6 +122,9 @@ class UDPChannel:
                 # An ICMP error (port unreachable) on a connected socket: the upstream is not
                 # there, so every query waiting on it fails now rather than at its timeout.
                 self._fail_all(ExchangeError(f"read {self.name}: {_reason(exc)}"))
+                # uvloop stops watching a socket that reported an error: watch it again.
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.add_reader(self.sock.fileno(), self._readable)
                 return
             if len(data) < 12:
                 continue

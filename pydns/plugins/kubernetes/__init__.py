@@ -8,6 +8,7 @@ Syntax::
         kubeconfig KUBECONFIG [CONTEXT]
         apiserver_qps QPS
         apiserver_burst BURST
+        apiserver_max_inflight MAX
         namespaces NAMESPACE...
         namespace_labels EXPRESSION
         labels EXPRESSION
@@ -40,15 +41,16 @@ one names PTR targets).  The records are CoreDNS's:
 
 Options: ``endpoint`` (an API server URL, with ``tls`` client files), ``kubeconfig`` (a
 file and context; it wins over ``endpoint``), else the in-cluster service account;
-``apiserver_qps``/``apiserver_burst`` shape requests.  ``namespaces`` and
+``apiserver_qps``/``apiserver_burst`` shape requests, ``apiserver_max_inflight`` caps those
+in flight (0, the default: no cap).  ``namespaces`` and
 ``namespace_labels`` (exclusive) limit the namespaces served, ``labels`` the services,
 endpoint slices and pods.  ``endpoint_pod_names`` names endpoints without a hostname after
 their pod.  ``ttl`` (default 5, 0 to 3600).  ``noendpoints`` stops watching endpoints (no
 headless or endpoint names).  ``fallthrough [ZONES...]`` hands names that do not exist to
 the next plugin.  ``ignore empty_service`` answers NXDOMAIN for ClusterIP services
 without ready endpoints.  ``startup_timeout`` (default 5s) is how long start-up waits for
-the first full sync; until then queries in the zones get SERVFAIL, and *ready* reports
-not ready.
+the first full sync; until that sync, names already known answer, names that would get
+NXDOMAIN or NODATA get SERVFAIL, and *ready* reports not ready.
 
 ``manifests PATH...`` (beyond CoreDNS) reads the cluster from YAML/JSON files or folders
 (relative to the Corefile's folder) instead of an API server: Namespaces, Services,
@@ -57,9 +59,18 @@ EndpointSlice gets one derived from its Endpoints, or from the Pods its selector
 the cluster's controllers would.  Edits are served within two seconds; a broken file is
 logged and keeps its last good objects.
 
-CoreDNS's ``apiserver_max_inflight``, ``multicluster`` and ``zonal`` are refused at start-up.
+CoreDNS's ``multicluster`` and ``zonal`` are refused at start-up.
 
-Metric: ``coredns_kubernetes_dns_programming_duration_seconds{service_kind}``.
+From an API server, objects are synced and watched as client-go does it: a streaming list
+where the server offers it, else a list at ``resourceVersion=0`` (its cache), then a watch;
+a relist (after 410 Gone) replaces a kind's state in one step; retries back off from 0.8 s
+to 30 s with jitter and honour ``Retry-After``; a watch with no event and no bookmark for
+150 s (2.5 bookmark intervals) is reopened from where it was.
+
+Metrics: ``coredns_kubernetes_dns_programming_duration_seconds{service_kind}``, and
+CoreDNS's API client metrics ``coredns_kubernetes_rest_client_request_duration_seconds{verb,
+host}``, ``coredns_kubernetes_rest_client_rate_limiter_duration_seconds{verb, host}`` and
+``coredns_kubernetes_rest_client_requests_total{code, method, host}``.
 """
 
 from __future__ import annotations
@@ -72,14 +83,16 @@ import time
 from dnslib import CNAME, QTYPE, RR, DNSRecord
 
 from pydns.corefile import Directive
-from pydns.plugin import Plugin, register
-from pydns.wire import REFUSED, Answer, Request, label_from_wire, status
+from pydns.plugin import Plugin, register, then
+from pydns.wire import NOERROR, NXDOMAIN, REFUSED, Answer, Request, label_from_wire, status
 from pydns.zones import in_wire_zones, is_subdomain, to_wire
 
+from . import client as _api_client  # noqa: F401 (its metrics exist whatever the source)
 from . import options as options_mod
-from .index import Index, Zone
+from .index import Index
 from .localaddr import local_addresses
-from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA, TYPE_TXT
+from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA
+from .render import Zone
 
 TYPE_AXFR, TYPE_IXFR = 252, 251
 MAX_CHAIN = 10  # CoreDNS follows at most this many CNAMEs
@@ -136,7 +149,7 @@ class Kubernetes(Plugin):
             return ApiSource(self.index, endpoint=opts.endpoint, tls=opts.tls, kubeconfig=opts.kubeconfig,
                              labels=opts.labels.text if opts.labels else None,
                              namespace_labels=opts.namespace_labels.text if opts.namespace_labels else None,
-                             kinds=self.kinds, qps=opts.qps, burst=opts.burst)
+                             kinds=self.kinds, qps=opts.qps, burst=opts.burst, max_inflight=opts.max_inflight)
         except ApiConfigError as exc:
             raise self.directive.error(f"plugin/kubernetes: {exc}") from None
 
@@ -184,31 +197,36 @@ class Kubernetes(Plugin):
             return self.next.serve(req)
         if qtype == TYPE_AXFR or qtype == TYPE_IXFR:
             return status(REFUSED)  # zone transfers are the transfer plugin's, as in CoreDNS
-        if key in index.names:
-            target = index.external.get(key)
-            if target is not None and (qtype == TYPE_A or qtype == TYPE_AAAA):
-                return self._follow(req, zone, target)
-            if qtype != TYPE_TXT or key not in index.empty:
+        name = index.lookup(key, zone)
+        if name is not None:
+            answer = name.answers.get(qtype)
+            if answer is not None:
+                return answer
+            if name.external is not None and (qtype == TYPE_A or qtype == TYPE_AAAA):
+                return self._follow(req, zone, name.external)
+            if not name.lacks_name(qtype):
                 return index.remember(key, qtype, index.negatives(zone, len(key))[0])
         elif qtype == TYPE_SOA:
             # CoreDNS: SOA below the apex is never a name error
             return index.remember(key, qtype, index.negatives(zone, len(key))[0])
-        else:
-            answer = index.dynamic(key, qtype, zone)
-            if answer is not None:
-                return index.remember(key, qtype, answer)
         if self.fall is not None and in_wire_zones(key, self.fall):
             return self.next.serve(req)
         return index.remember(key, qtype, index.negatives(zone, len(key))[1])
 
     def _serve_unsynced(self, req: Request):
+        """Before the first sync, as CoreDNS: what is known answers; what would be NXDOMAIN or
+        NODATA may only be unknown yet, so it is SERVFAIL."""
         if self.source.synced():
             self.__dict__.pop("serve", None)
             return self.serve(req)
-        zone = self.index.zone_of(req.key)
-        if zone is None or (self.fall is not None and in_wire_zones(req.key, self.fall)):
-            return self.next.serve(req)
-        return self.index.negatives(zone, len(req.key))[2]
+        return then(Kubernetes.serve(self, req), lambda answer: self._unless_negative(req, answer))
+
+    def _unless_negative(self, req: Request, answer: Answer) -> Answer:
+        if answer.plugin == self.name and answer.an == 0 and answer.rcode in (NOERROR, NXDOMAIN):
+            zone = self.index.zone_of(req.key)
+            if zone is not None:
+                return self.index.negatives(zone, len(req.key))[2]
+        return answer
 
     # ------------------------------------------------------------------ ExternalName
     async def _follow(self, req: Request, zone: Zone, target: str) -> Answer:
@@ -246,16 +264,13 @@ class Kubernetes(Plugin):
         chain = chain + (owner,)
         if is_subdomain(target, zone.name):
             key = to_wire(target)
-            answer = self.table.get((key, qtype))
-            if answer is None and key not in self.index.names:
-                answer = self.index.dynamic(key, qtype, zone)
+            name = self.index.lookup(key, zone)
+            answer = name.answers.get(qtype) if name is not None else None
+            rest, local = [], True
             if answer is not None:
-                rest, local = records_of(key, qtype, answer), True
-            else:
-                nested = self.index.external.get(key)
-                rest, local = [], True
-                if nested is not None:
-                    rest, local = await self._cname_records(target, target, nested, qtype, zone, chain)
+                rest = records_of(key, qtype, answer)
+            elif name is not None and name.external is not None:
+                rest, local = await self._cname_records(target, target, name.external, qtype, zone, chain)
             return ([cname, *rest] if rest else []), local
         token = _following.set(chain)
         try:

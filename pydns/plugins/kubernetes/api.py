@@ -10,21 +10,44 @@ current context) wins; else ``endpoint`` (a URL, with ``tls`` = (cert, key, cace
 client certificate); else the in-cluster service account.  A configuration that cannot be
 loaded raises ``ApiConfigError`` from the constructor.
 
-Per kind, the way client-go's reflector works: a paginated list (``limit``/``continue``),
-applied page by page, replaces that kind's state in the index, then a watch from the list's
-resourceVersion (with bookmarks) applies each event as an upsert or delete.  A watch that
-ends or breaks resumes from the last version seen; 410 Gone (an ERROR event, or an HTTP
-answer to a list or watch) means history was lost, so the kind is listed again and its
-state replaced.  Errors are retried with exponential backoff and jitter; the index is never
-cleared, so the last known records keep being served while the API is away.  A 403 is
-logged once per kind with the RBAC rule that is missing.  ``qps``/``burst`` shape every
-list and watch through one token bucket (client-go's defaults, 5 and 10, when unset); the
-further pages of a list are not held back by it.
+Per kind, as client-go's reflector does it:
 
-The official ``kubernetes`` client is the transport only: responses are read raw
-(``_preload_content=False``) and parsed with ``json``; no model objects are built.  Its calls
+* **Sync.** A streaming list first: a watch with ``sendInitialEvents=true``,
+  ``resourceVersionMatch=NotOlderThan`` and bookmarks; its ADDED events are collected until
+  the bookmark annotated ``k8s.io/initial-events-end``, and the same stream then goes on as
+  the watch.  A server that answers 400/422 (no streaming lists: older than 1.27 or the
+  feature is off), or that sends ordinary events before that bookmark, is listed instead,
+  from then on: ``resourceVersion=0`` (served from the API server's watch cache, which
+  ignores ``limit``; ``limit``/``continue`` pages are followed where the server pages),
+  then a watch from the list's resourceVersion.
+* **Atomic.** Whatever the way, the whole state of the kind is collected first (objects are
+  slimmed: no managed fields, no last-applied annotation, only ready endpoints, only a pod's
+  addresses; and packed as JSON, see responses.py) and handed to the index in one loop
+  callback, ``index.replace(kind, objects)`` (a sequence of dicts, each parsed when read):
+  a query never sees half of an old state and half of a new one.
+* **Watch.** Events are applied one by one (``index.upsert``/``index.delete``).  A watch
+  that ends or breaks resumes from the last version seen; bookmarks move that version on.
+  A watch that brings no event and no bookmark for ``SILENCE_FACTOR`` (2.5) bookmark
+  intervals (kube-apiserver sends one about every minute: 150 s) is declared dead and
+  reopened from there; TCP keepalive catches a vanished peer too.
+* **410 Gone** on a watch means history was lost: the kind is synced again, asking for
+  state not older than the last version seen (``resourceVersionMatch=NotOlderThan``, served
+  from the watch cache); if that too is 410, from etcd (no resourceVersion).
+* **Failures** are retried after client-go's backoff (800 ms doubling to 30 s, jitter,
+  reset after 2 minutes without failures).  Failures of the server as a whole (no
+  connection, a silent watch, 429, 5xx) share one backoff across the kinds, so an outage
+  costs one attempt per kind per step; 429/503 wait at least their ``Retry-After``.  A
+  failure of one kind alone (403 for a missing RBAC rule, logged once with the rule) backs
+  off on its own.  The index is never cleared: the last known records keep being served
+  while the API is away.
+
+The official ``kubernetes`` client is the transport only (see client.py): responses are
+read raw and parsed as they arrive (responses.py); no model objects are built.  Its calls
 block, so they run in threads; every index call is handed to the event loop with
 ``call_soon_threadsafe``.
+
+(Over 400 lines: a reflector's cycle of sync, watch, 410 and failure is one state machine
+over one set of fields, easier read whole than split.)
 """
 
 from __future__ import annotations
@@ -36,21 +59,36 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
+
+from .client import (BACKOFF_BASE, BACKOFF_CAP, BACKOFF_RESET, ApiConfigError, Backoff, RequestGate, Stopped,
+                     describe, make_client, retry_after, status_message)
+from .responses import ListBody, Packed, slim, watch_lines
 
 log = logging.getLogger("plugin/kubernetes")
+
+__all__ = ["ApiSource", "ApiConfigError", "DEFAULT_KINDS", "KINDS"]
 
 DEFAULT_KINDS = ("Namespace", "Service", "EndpointSlice")
 # Pods that can never serve traffic again are left out server-side, as CoreDNS does.
 POD_FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
-
-
-class ApiConfigError(Exception):
-    """The client configuration (kubeconfig, certificates, in-cluster account) could not be loaded."""
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# kube-apiserver sends a watch a bookmark about once a minute; a watch silent for this many
+# intervals is dead (a proxy or a half-open connection that swallows everything).
+BOOKMARK_INTERVAL = 60.0
+SILENCE_FACTOR = 2.5
 
 
 class Gone(Exception):
     """410: the resourceVersion asked for is no longer in the server's history."""
+
+
+class NoStreamingLists(Exception):
+    """The server does not offer streaming lists (or ignored the request for one)."""
+
+
+class WatchSilent(Exception):
+    """No event and no bookmark for longer than a live watch stays quiet."""
 
 
 @dataclass(frozen=True)
@@ -71,62 +109,24 @@ KINDS = {s.kind: s for s in (
 )}
 
 
-class TokenBucket:
-    """A thread-safe token bucket: ``qps`` tokens a second, at most ``burst`` saved up."""
-
-    def __init__(self, qps: float, burst: int):
-        self.rate = float(qps)
-        self.capacity = float(max(1, burst))
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self, stop: threading.Event) -> bool:
-        """Wait for a token; False if ``stop`` was set meanwhile."""
-        with self._lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            self.tokens -= 1.0  # reserved now, paid for by waiting below
-            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
-        if wait > 0:
-            return not stop.wait(wait)
-        return not stop.is_set()
-
-
-class Backoff:
-    """Exponential backoff with jitter: each delay is drawn from [step/2, step], step doubling up to ``cap``."""
-
-    def __init__(self, base: float, cap: float):
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next(self) -> float:
-        step = min(self.cap, self.base * (2 ** min(self.failures, 30)))
-        self.failures += 1
-        return random.uniform(step / 2, step)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 class ApiSource:
     """Keeps ``index`` in step with the API server for ``kinds``.
 
-    Tuning: ``page_size`` items per list request (client-go's 500: a page's raw JSON is
-    parsed whole, and smaller pages leave less freed-but-scattered memory behind); retry
-    delays from ``backoff_base`` doubling to ``backoff_cap`` seconds (short first retries,
-    client-go's 30 s cap); watches last ``watch_timeout`` to twice that (server side);
-    ``request_timeout`` is (connect, read) seconds for lists.
+    Tuning: ``page_size`` items per list page (client-go's 500); retry delays from
+    ``backoff_base`` doubling to ``backoff_cap`` seconds, reset after ``backoff_reset``
+    seconds without failures (client-go's 0.8, 30 and 120); watches last ``watch_timeout``
+    to twice that (server side); ``bookmark_interval`` is how often the server sends
+    bookmarks (a watch is dead after 2.5 of them without a word); ``request_timeout`` is
+    (connect, read) seconds for lists; ``streaming=False`` never tries streaming lists.
     """
 
     def __init__(self, index, *, endpoint: str | None = None, tls: tuple[str, str, str] | None = None,
                  kubeconfig: tuple[str, str | None] | None = None, labels: str | None = None,
                  namespace_labels: str | None = None, kinds=DEFAULT_KINDS, qps: float | None = None,
-                 burst: int | None = None, page_size: int = 500, backoff_base: float = 0.5,
-                 backoff_cap: float = 30.0, watch_timeout: float = 300.0,
-                 request_timeout: tuple[float, float] = (5.0, 30.0)):
+                 burst: int | None = None, max_inflight: int = 0, streaming: bool = True, page_size: int = 500,
+                 backoff_base: float | None = None, backoff_cap: float | None = None,
+                 backoff_reset: float | None = None, watch_timeout: float = 300.0,
+                 bookmark_interval: float | None = None, request_timeout: tuple[float, float] = (5.0, 30.0)):
         unknown = [k for k in kinds if k not in KINDS]
         if unknown:
             raise ValueError(f"unsupported kinds: {', '.join(unknown)}")
@@ -135,12 +135,18 @@ class ApiSource:
         self.labels = labels or None
         self.namespace_labels = namespace_labels or None
         self.page_size = page_size
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.streaming = streaming
+        # Unset: the module's constants, read now (tests lower them for a whole server).
+        self.backoff_settings = (BACKOFF_BASE if backoff_base is None else backoff_base,
+                                 BACKOFF_CAP if backoff_cap is None else backoff_cap,
+                                 BACKOFF_RESET if backoff_reset is None else backoff_reset)
+        # The server's health: every kind's connection failures count against it.
+        self.backoff = Backoff(*self.backoff_settings)
         self.watch_timeout = watch_timeout
+        self.silence = SILENCE_FACTOR * (BOOKMARK_INTERVAL if bookmark_interval is None else bookmark_interval)
         self.request_timeout = request_timeout
-        self.limiter = TokenBucket(qps if qps and qps > 0 else 5.0, burst if burst and burst > 0 else 10)
-        self.client = _make_client(endpoint, tls, kubeconfig, len(self.kinds))
+        self.client = make_client(endpoint, tls, kubeconfig, len(self.kinds))
+        self.gate = RequestGate(self.client, qps, burst, max_inflight)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._synced: set[str] = set()
@@ -169,6 +175,12 @@ class ApiSource:
         except Exception:
             pass
 
+    def no_streaming(self, reason: str) -> None:
+        if self.streaming:
+            self.streaming = False
+            log.info("the API server does not offer streaming lists (%s); listing at resourceVersion=0 instead",
+                     reason)
+
     # ---------------------------------------------------------------- handing work to the loop
     def post(self, fn: Callable, *args) -> threading.Event:
         """Run ``fn(*args)`` on the loop; the event is set once it has run (or never will)."""
@@ -196,70 +208,8 @@ class ApiSource:
         self._synced.add(kind)
 
 
-def _make_client(endpoint, tls, kubeconfig, connections: int):
-    """An ApiClient for the chosen connection, with our own retry and pool settings."""
-    from kubernetes import client, config
-    from urllib3.util.retry import Retry
-
-    cfg = client.Configuration()
-    try:
-        if kubeconfig is not None:
-            path, context = kubeconfig
-            config.load_kube_config(config_file=path, context=context, client_configuration=cfg, persist_config=False)
-        elif endpoint:
-            cfg.host = endpoint.rstrip("/")
-            if tls is not None:
-                cfg.cert_file, cfg.key_file, cfg.ssl_ca_cert = tls
-        else:
-            config.load_incluster_config(client_configuration=cfg)
-    except Exception as exc:
-        where = f"kubeconfig '{kubeconfig[0]}'" if kubeconfig is not None else "in-cluster configuration"
-        raise ApiConfigError(f"unable to load {where}: {exc}") from exc
-    # Retry a stale keep-alive connection once; every other failure goes to our backoff.
-    cfg.retries = Retry(total=1, connect=0, read=1, redirect=0, status=0, other=0,
-                        respect_retry_after_header=False, raise_on_status=False)
-    cfg.keep_alive = True
-    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, connections + 2)
-    try:
-        api_client = client.ApiClient(cfg)
-    except Exception as exc:  # unreadable certificate files show up here
-        raise ApiConfigError(f"unable to set up the API client: {exc}") from exc
-    from pydns import __version__
-
-    api_client.user_agent = f"pydns/{__version__}"
-    return api_client
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason for a failed request."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import MaxRetryError
-
-    if isinstance(exc, ApiException):
-        message = _status_message(exc.body) or exc.reason or ""
-        return f"{exc.status} {message}".strip()
-    if isinstance(exc, MaxRetryError) and exc.reason is not None:
-        exc = exc.reason
-    return str(exc) or type(exc).__name__
-
-
-def _retry_after(exc) -> float:
-    """The seconds a 429/503 answer asks us to wait (0 when it names none)."""
-    try:
-        return float((exc.headers or {}).get("Retry-After") or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _status_message(body: Any) -> str:
-    try:
-        return str(json.loads(body).get("message") or "")
-    except (TypeError, ValueError, AttributeError):
-        return ""
-
-
 class _Reflector:
-    """List, then watch, one kind for ever (until stopped), in its own thread."""
+    """Sync, then watch, one kind for ever (until stopped), in its own thread."""
 
     def __init__(self, source: ApiSource, spec: KindSpec):
         from kubernetes import client
@@ -269,10 +219,14 @@ class _Reflector:
         self.call = getattr(getattr(client, spec.api)(source.client), spec.method)
         self.selector = source.namespace_labels if spec.kind == "Namespace" else source.labels
         self.fields = POD_FIELD_SELECTOR if spec.kind == "Pod" else None
-        self.backoff = Backoff(source.backoff_base, source.backoff_cap)
+        # Failures of this kind alone (RBAC, a bad request) back off on their own.
+        self.backoff = Backoff(*source.backoff_settings)
         self.stop = source._stop
         self.response = None  # the response being read, so stop() can cut it
-        self.version: str | None = None  # where the next watch resumes; None: list first
+        self.version: str | None = None  # where the next watch resumes; None: sync first
+        self.seen: str | None = None  # the newest version seen; a re-sync asks for no older state
+        self.quorum = False  # a re-sync from ``seen`` was 410 too: read from etcd
+        self.pending: Packed | None = None  # a streaming list's objects, until its end bookmark
         self.failing: str | None = None  # the reason of the current run of failures, logged once
         self.thread = threading.Thread(target=self.run, name=f"kubernetes-{spec.plural}", daemon=True)
 
@@ -288,106 +242,149 @@ class _Reflector:
         from kubernetes.client.exceptions import ApiException
 
         while not self.stop.is_set():
-            verb = "list" if self.version is None else "watch"
-            delay = 0.0
+            syncing = self.version is None
+            verb = "list" if syncing else "watch"
             try:
-                if self.version is None:
-                    self.version = self.list()
-                    verb = "watch"
-                self.watch()
+                if syncing and not self.source.streaming:
+                    self.list()
+                else:
+                    self.watch()
                 continue
+            except Stopped:
+                return
             except Gone:
-                self.relist()
+                self.gone(syncing)
+                continue
+            except NoStreamingLists as exc:
+                self.source.no_streaming(str(exc))
                 continue
             except ApiException as exc:
                 if exc.status == 410:
-                    self.relist()
+                    self.gone(syncing)
                     continue
                 self.failed(verb, exc)
-                delay = _retry_after(exc)
+                if exc.status == 429 or (exc.status or 0) >= 500:
+                    delay = self.source.backoff.delay(retry_after(exc))
+                else:
+                    delay = self.backoff.delay()
             except Exception as exc:
                 if self.stop.is_set():
                     return
                 self.failed(verb, exc)
-            self.stop.wait(max(self.backoff.next(), min(delay, self.source.backoff_cap)))
+                delay = self.source.backoff.delay()
+            self.stop.wait(delay)
 
-    def relist(self) -> None:
-        if self.version is not None:
-            log.info("%s: resourceVersion %s is too old; listing again", self.spec.plural, self.version)
+    def gone(self, syncing: bool) -> None:
+        if syncing:
+            self.quorum = True
+            log.info("%s: the state asked for is gone (410); reading it from etcd", self.spec.plural)
+        elif self.version is not None:
+            log.info("%s: resourceVersion %s is too old; syncing again", self.spec.plural, self.version)
         self.version = None
 
-    # ---------------------------------------------------------------- list
-    def list(self) -> str:
-        """List the kind page by page; each page is applied before the next is read.
+    def sync_from(self, streaming: bool = False) -> dict:
+        """The resourceVersion parameters of a sync: never older than what was seen.
 
-        A large cluster's raw objects are never all held at once (10,000 services and their
-        slices are hundreds of MB as dicts); the keys seen go to ``retain`` at the end,
-        which deletes what the list no longer holds.
-        """
-        seen: set = set()
+        A first list asks for ``0`` (any state: the watch cache's); a first streaming list
+        for none (a consistent read, which the watch cache serves since Kubernetes 1.31)."""
+        if self.quorum or (streaming and self.seen is None):
+            return {}
+        if self.seen is None:
+            return {"resource_version": "0"}
+        return {"resource_version": self.seen, "resource_version_match": "NotOlderThan"}
+
+    def synced(self, objects: Packed, version: str) -> None:
+        """A full state of the kind: handed to the index in one step; the watch goes on from ``version``."""
+        self.version = self.seen = version
+        self.quorum = False
+        self.wait(self.source.post(self.replace, objects))
+        self.recovered()
+
+    def replace(self, objects: Packed) -> None:
+        self.source.index.replace(self.spec.kind, objects)
+        self.source.mark_synced(self.spec.kind)
+        _trim_heap()
+
+    def wait(self, applied: threading.Event) -> None:
+        """Hold on until the loop has applied ``applied``'s work (or we are stopping)."""
+        while not applied.wait(0.1):
+            if self.stop.is_set():
+                raise Stopped()
+
+    # ---------------------------------------------------------------- list
+    def list(self) -> None:
+        """List the kind in full (page by page where the server pages), then replace it."""
+        objects = Packed()
         token = None
-        applied = None
         while True:
-            page = self.request(limit=self.source.page_size, _continue=token,
-                                _request_timeout=self.source.request_timeout)
+            params = {"limit": self.source.page_size, "_request_timeout": self.source.request_timeout}
+            if token:
+                params["_continue"] = token
+            else:
+                params.update(self.sync_from())
+            # The pages of one list are one snapshot: holding them back for tokens would only
+            # stretch the list towards its continue token's expiry (a 410).
+            page = self.request(paced=not token, **params)
+            body = ListBody(page)
             try:
-                body = json.loads(page.read())
+                for item in body.items():
+                    if isinstance(item, dict):
+                        objects.append(slim(self.spec.kind, item))
+                body.finish()
             except BaseException:
                 self.done(page, clean=False)
                 raise
             self.done(page)
-            meta = body.get("metadata") or {}
+            meta = body.fields.get("metadata") or {}
             token = meta.get("continue")
-            self.wait(applied)
-            applied = self.source.post(self.source.index.upsert_all, self.spec.kind, body.get("items") or [], seen)
-            del body
             if not token:
                 break
-        version = str(meta.get("resourceVersion") or "")
-        self.wait(applied)
-        self.source.post(self.listed, seen)
-        self.recovered()
-        return version
-
-    def wait(self, applied: threading.Event | None) -> None:
-        """Hold the next page until the loop has applied the last one (or we are stopping)."""
-        while applied is not None and not applied.wait(0.1):
-            if self.stop.is_set():
-                raise _Stopped()
-
-    def listed(self, seen: set) -> None:
-        self.source.index.retain(self.spec.kind, seen)
-        self.source.mark_synced(self.spec.kind)
-        _trim_heap()
+        self.synced(objects, str(meta.get("resourceVersion") or ""))
 
     # ---------------------------------------------------------------- watch
     def watch(self) -> None:
-        """Stream events from ``self.version``, advancing it, until the stream ends."""
+        """Stream events (a streaming list first when not synced) until the stream ends."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import ReadTimeoutError
+
+        listing = self.version is None
         timeout = max(1, int(self.source.watch_timeout * (1 + random.random())))
-        stream = self.request(watch=True, resource_version=self.version, allow_watch_bookmarks=True,
-                              timeout_seconds=timeout,
-                              _request_timeout=(self.source.request_timeout[0], timeout + 30))
-        self.recovered()
+        params = {"watch": True, "allow_watch_bookmarks": True, "timeout_seconds": timeout,
+                  "_request_timeout": (self.source.request_timeout[0], self.source.silence)}
+        if listing:
+            params.update(self.sync_from(streaming=True), send_initial_events=True,
+                          resource_version_match="NotOlderThan")
+        else:
+            params["resource_version"] = self.version
+        try:
+            stream = self.request(**params)
+        except ApiException as exc:
+            if listing and exc.status in (400, 422):
+                raise NoStreamingLists(describe(exc)) from None
+            raise
+        self.pending = Packed() if listing else None
+        if not listing:
+            self.recovered()
         opened = time.monotonic()
         events = 0
         clean = False
         try:
-            buffer = b""
-            for chunk in _chunks(stream):
-                buffer += chunk
-                if b"\n" not in chunk:
-                    continue  # an event split across chunks
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self.event(line)
-                        events += 1
+            for line in watch_lines(stream):
+                self.event(line)
+                events += 1
             clean = True
+        except ReadTimeoutError:
+            again = "the streaming list again" if self.pending is not None else \
+                f"the watch from resourceVersion {self.version}"
+            raise WatchSilent(f"no event and no bookmark for {self.source.silence:g}s; opening {again}") from None
         finally:
             self.done(stream, clean)
+            unfinished, self.pending = self.pending is not None, None
+        if unfinished and not self.stop.is_set():
+            raise RuntimeError("the streaming list ended before its initial events did")
         if events == 0 and time.monotonic() - opened < 1.0 and not self.stop.is_set():
             # A server that ends watches at once would otherwise be asked again at full rate.
-            self.stop.wait(self.backoff.next())
+            self.stop.wait(self.backoff.delay())
 
     def event(self, line: bytes) -> None:
         event = json.loads(line)
@@ -398,31 +395,42 @@ class _Reflector:
             if code == 410:
                 raise Gone(obj.get("message", ""))
             raise RuntimeError(f"watch error {code}: {obj.get('message', '')}")
+        meta = obj.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        if self.pending is not None:
+            self.initial_event(etype, obj, meta, version)
+            return
         if etype in ("ADDED", "MODIFIED"):
-            self.source.post(self.source.index.upsert, self.spec.kind, obj)
+            self.source.post(self.source.index.upsert, self.spec.kind, slim(self.spec.kind, obj))
         elif etype == "DELETED":
-            self.source.post(self.source.index.delete, self.spec.kind, obj)
+            self.source.post(self.source.index.delete, self.spec.kind, slim(self.spec.kind, obj))
         elif etype != "BOOKMARK":
             log.warning("%s: unexpected watch event type %r", self.spec.plural, etype)
             return
-        self.version = (obj.get("metadata") or {}).get("resourceVersion") or self.version
+        if version:
+            self.version = self.seen = str(version)
+
+    def initial_event(self, etype: str, obj: dict, meta: dict, version) -> None:
+        """An event of a streaming list, before the bookmark that ends its initial events."""
+        if etype == "ADDED":
+            self.pending.append(slim(self.spec.kind, obj))
+        elif etype == "BOOKMARK" and (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+            objects, self.pending = self.pending, None
+            self.synced(objects, str(version or ""))
+        else:
+            raise NoStreamingLists(f"a {etype} event came before the {INITIAL_EVENTS_END} bookmark")
 
     # ---------------------------------------------------------------- requests
-    def request(self, **kw):
-        # The pages of one list are one snapshot, paced by how fast we apply them; making them
-        # wait for tokens too would only stretch the list towards its continue token's expiry
-        # (a 410) and hold a large cluster's first sync back by seconds.
-        if not kw.get("_continue") and not self.source.limiter.acquire(self.stop):
-            raise _Stopped()
+    def request(self, paced: bool = True, **kw):
         if self.selector:
             kw["label_selector"] = self.selector
         if self.fields:
             kw["field_selector"] = self.fields
-        response = self.call(_preload_content=False, **kw)
+        response = self.source.gate.send(self.call, self.stop, paced=paced, **kw)
         self.response = response
         if self.stop.is_set():
             self.done(response, clean=False)
-            raise _Stopped()
+            raise Stopped()
         return response
 
     def done(self, response, clean: bool = True) -> None:
@@ -438,7 +446,8 @@ class _Reflector:
 
     # ---------------------------------------------------------------- outcomes
     def recovered(self) -> None:
-        self.backoff.reset()
+        """The API answers again: say so once.  The backoff itself resets only after
+        ``backoff_reset`` seconds without failures, as client-go's does."""
         if self.failing is not None:
             log.info("%s: the API answers again", self.spec.plural)
             self.failing = None
@@ -446,29 +455,29 @@ class _Reflector:
     def failed(self, verb: str, exc: BaseException) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        if isinstance(exc, _Stopped):
-            return
         status = exc.status if isinstance(exc, ApiException) else None
-        reason = f"{status}" if status in (401, 403) else _describe(exc)
+        reason = f"{status}" if status in (401, 403) else describe(exc)
         if reason == self.failing:
-            log.debug("%s: %s still failing: %s", self.spec.plural, verb, _describe(exc))
+            log.debug("%s: %s still failing: %s", self.spec.plural, verb, describe(exc))
             return
         self.failing = reason
         group = self.spec.group
         if status == 403:
             log.error('RBAC: not allowed to %s %s (API group "%s") at the cluster scope: %s. The server\'s '
                       'account needs a ClusterRole rule {apiGroups: ["%s"], resources: ["%s"], verbs: ["list", '
-                      '"watch"]}; retrying', verb, self.spec.plural, group, _status_message(exc.body) or "forbidden",
+                      '"watch"]}; retrying', verb, self.spec.plural, group, status_message(exc.body) or "forbidden",
                       group, self.spec.plural)
         elif status == 401:
             log.error("%s: the API server rejected our credentials (401 Unauthorized) on %s; retrying",
                       self.spec.plural, verb)
+        elif isinstance(exc, WatchSilent):
+            log.warning("%s: %s", self.spec.plural, exc)
         else:
-            log.warning("%s: %s failed: %s; retrying with backoff", self.spec.plural, verb, _describe(exc))
+            log.warning("%s: %s failed: %s; retrying with backoff", self.spec.plural, verb, describe(exc))
 
 
 def _trim_heap() -> None:
-    """Give the C heap's free memory back to the system after a list (glibc only).
+    """Give the C heap's free memory back to the system after a sync (glibc only).
 
     A list's pages are parsed into large buffers that C's allocator keeps once freed; a
     cluster of 10,000 services leaves several MB of them behind.
@@ -486,14 +495,3 @@ def _trim_heap() -> None:
 
 
 _malloc_trim = None
-
-
-class _Stopped(Exception):
-    """The source is stopping: leave the loop without logging."""
-
-
-def _chunks(response):
-    """The raw bytes of a streaming response as they arrive."""
-    if response.chunked:
-        return response.stream(None, decode_content=False)
-    return iter(lambda: response.read1(65536), b"")

@@ -333,7 +333,10 @@ class ManifestSource:
                     index.replace(kind, [o for ident, o in wanted.items() if ident[0] == kind])
             self._applied = wanted
             self._synced = True
-            log.info("manifests: %d objects from %d files", len(wanted), len(self._files))
+            if state:
+                log.info("manifests: %d objects from %d files", len(wanted), len(self._files))
+            else:  # a mistyped path or an empty variable serves an empty cluster: say so
+                log.warning("manifests: no objects in %s", ", ".join(self.paths))
             return
         old = self._applied
         for kind in INDEX_ORDER:

@@ -55,6 +55,21 @@ def dashed(ip: str) -> str:
     return name + "0" if name.endswith("-") else name
 
 
+_SHARED: dict[tuple, tuple] = {}
+_SHARED_MAX = 4096
+
+
+def _shared(value: tuple) -> tuple:
+    """One copy of a tuple that many objects hold alike (port lists, endpoints without names):
+    ten thousand services with the same ports keep one tuple, not ten thousand."""
+    held = _SHARED.get(value)
+    if held is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        held = _SHARED[value] = value
+    return held
+
+
 def _ports(raw) -> tuple:
     ports = []
     for p in raw if isinstance(raw, list) else ():
@@ -63,7 +78,7 @@ def _ports(raw) -> tuple:
         port = p.get("port")
         ports.append((str(p.get("name") or "").lower(), str(p.get("protocol") or "TCP").lower(),
                       port if isinstance(port, int) else -1))
-    return tuple(ports) or NO_PORTS
+    return _shared(tuple(ports)) if ports else NO_PORTS
 
 
 class Service:
@@ -86,10 +101,6 @@ class Service:
     @property
     def state(self) -> tuple:
         return (self.ns, self.name, self.kind, self.ips, self.ports, self.target)
-
-    @property
-    def headless(self) -> bool:
-        return self.kind == HEADLESS
 
 
 def read_service(obj: dict) -> Service | None:
@@ -171,7 +182,8 @@ def read_slice(obj: dict, pod_names: bool) -> Slice | None:
                         pass
                 ips.append(ip)
                 names.append(name)
-    return Slice(ns, service, _ports(obj.get("ports")), tuple(ips), tuple(names))
+    names = tuple(names)
+    return Slice(ns, service, _ports(obj.get("ports")), tuple(ips), names if any(names) else _shared(names))
 
 
 def trigger_time(obj: dict) -> str | None:

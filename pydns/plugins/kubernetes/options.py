@@ -18,11 +18,10 @@ PREFIX = "plugin/kubernetes: "
 POD_MODES = ("disabled", "verified", "insecure")
 # Options CoreDNS documents that this implementation does not offer: refused, never ignored.
 UNSUPPORTED = {
-    "apiserver_max_inflight": "limiting concurrent API requests is not supported",
     "multicluster": "multicluster (MCS-API ServiceImports) is not supported",
     "zonal": "zone-scoped names are not supported",
 }
-CONNECTION_OPTIONS = ("endpoint", "tls", "kubeconfig", "apiserver_qps", "apiserver_burst")
+CONNECTION_OPTIONS = ("endpoint", "tls", "kubeconfig", "apiserver_qps", "apiserver_burst", "apiserver_max_inflight")
 
 
 @dataclass
@@ -33,6 +32,7 @@ class Options:
     kubeconfig: tuple[str, str | None] | None = None
     qps: float | None = None
     burst: int | None = None
+    max_inflight: int = 0
     namespaces: set[str] = field(default_factory=set)
     labels: Selector | None = None
     namespace_labels: Selector | None = None
@@ -65,6 +65,18 @@ def _selector(opt: Directive, what: str) -> Selector:
         return Selector(text)
     except SelectorError as exc:
         raise opt.error(f"{PREFIX}unable to parse {what} selector value: '{text}': {exc}", opt.args[0]) from None
+
+
+def _not_negative(opt: Directive, convert, what: str):
+    """The one argument of ``opt`` as a number >= 0 (CoreDNS's apiserver_* checks and messages)."""
+    value = _args(opt, 1, 1)[0]
+    try:
+        number = convert(str(value))
+    except ValueError:
+        raise opt.error(f'{PREFIX}invalid {opt.name} "{value}": not {what}', value) from None
+    if number < 0:
+        raise opt.error(f"{PREFIX}{opt.name} must be >= 0", value)
+    return number
 
 
 def _resolve(path: str, corefile: str) -> str:
@@ -139,23 +151,11 @@ def parse(d: Directive, server_zones: list[str]) -> Options:
             except CorefileError as exc:
                 raise opt.error(f"{PREFIX}failed to parse startup_timeout: {value}, {exc.message}", value) from None
         elif name == "apiserver_qps":
-            value = _args(opt, 1, 1)[0]
-            try:
-                qps = float(str(value))
-            except ValueError:
-                raise opt.error(f'{PREFIX}invalid apiserver_qps "{value}": not a number', value) from None
-            if qps < 0:
-                raise opt.error(f"{PREFIX}apiserver_qps must be >= 0", value)
-            opts.qps = qps
+            opts.qps = _not_negative(opt, float, "a number")
         elif name == "apiserver_burst":
-            value = _args(opt, 1, 1)[0]
-            try:
-                burst = int(str(value))
-            except ValueError:
-                raise opt.error(f'{PREFIX}invalid apiserver_burst "{value}": not an integer', value) from None
-            if burst < 0:
-                raise opt.error(f"{PREFIX}apiserver_burst must be >= 0", value)
-            opts.burst = burst
+            opts.burst = _not_negative(opt, int, "an integer")
+        elif name == "apiserver_max_inflight":
+            opts.max_inflight = _not_negative(opt, int, "an integer")
         elif name == "manifests":
             for arg in _args(opt, 1):
                 path = _resolve(str(arg), arg.file)

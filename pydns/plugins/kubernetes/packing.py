@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from pydns.parser import label_offsets, labels_of
 from pydns.wire import NOERROR, Answer
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_TXT, TYPE_AAAA, TYPE_SRV = 1, 2, 5, 6, 12, 16, 28, 33
@@ -98,13 +99,7 @@ def ip_of_reverse(wire: bytes) -> str | None:
 
 def wire_labels(wire: bytes) -> list[bytes]:
     """The labels of the leading part of a wire name (up to a root label, if any)."""
-    out = []
-    i = 0
-    while i < len(wire) and wire[i]:
-        n = wire[i]
-        out.append(wire[i + 1 : i + 1 + n])
-        i += n + 1
-    return out
+    return labels_of(wire)
 
 
 def pointer(offset: int) -> bytes:
@@ -124,25 +119,14 @@ class Packer:
     __slots__ = ("suffixes",)
 
     def __init__(self, qkey: bytes):
-        suffixes = {}
-        i = 0
-        n = qkey[0]
-        while n:
-            suffixes[qkey[i:]] = 12 + i
-            i += n + 1
-            n = qkey[i]
-        self.suffixes = suffixes
+        self.suffixes = {qkey[i:]: 12 + i for i in label_offsets(qkey)}
 
     def name(self, wire: bytes) -> bytes:
         get = self.suffixes.get
-        i = 0
-        n = wire[0]
-        while n:
+        for i in label_offsets(wire):
             off = get(wire[i:])
             if off is not None:
                 return wire[:i] + pointer(off)
-            i += n + 1
-            n = wire[i]
         return wire
 
     def rr(self, owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
@@ -180,14 +164,5 @@ def txt_rdata(*strings: str) -> bytes:
 def build(answer: list[bytes], additional: list[bytes] = (), authority: list[bytes] = (), *, ttl: int | None,
           rcode: int = NOERROR, plugin: str = "kubernetes") -> Answer:
     """An authoritative Answer from packed records."""
-    chunks = None
-    if len(answer) > 1:
-        spans = []
-        pos = 0
-        for rr in answer:
-            spans.append((pos, pos + len(rr)))
-            pos += len(rr)
-        chunks = tuple(spans)
     body = b"".join((*answer, *authority, *additional))
-    return Answer(rcode, len(answer), len(authority), len(additional), body, aa=True, ttl=ttl, chunks=chunks,
-                  plugin=plugin)
+    return Answer(rcode, len(answer), len(authority), len(additional), body, aa=True, ttl=ttl, plugin=plugin)

@@ -1,0 +1,194 @@
+"""The kubernetes plugin's object store: the reduced objects and the indexes over them.
+
+What CoreDNS keeps in its informers' stores and indexers, in the reduced forms of
+``objects.py``: present namespaces, services, endpoint slices and pod addresses by key,
+with three indexes: slices by service, services by cluster IP, slices by endpoint address.
+
+Every change is made through ``set_namespace``/``put_service``/``put_slice``/``put_pod``,
+which compare with what is stored, do nothing when nothing changed, and otherwise note in
+``touched`` what the change can affect, as dependency keys (see ``*_dep`` below).  The
+rendered answers (``memo.py``) are filed under the same keys, so the store alone decides
+what a change invalidates: no caller has to say beforehand what it is about to change.
+"""
+
+from __future__ import annotations
+
+from .objects import Service, Slice
+
+
+# Dependency keys: what a rendered name was made from, and what a change touches.
+def service_dep(ns: str, name: str) -> tuple:
+    """A service, its endpoint slices: its own names, port names and endpoint names."""
+    return ("service", ns, name)
+
+
+def namespace_dep(ns: str) -> tuple:
+    """Whether a namespace is present: every name in it."""
+    return ("namespace", ns)
+
+
+def address_dep(ip: str) -> tuple:
+    """What an address belongs to: its PTR name."""
+    return ("address", ip)
+
+
+def pod_dep(ns: str, ip: str) -> tuple:
+    """The pods of a namespace with an address (``pods verified``): the pod name."""
+    return ("pod", ns, ip)
+
+
+class MultiIndex:
+    """key -> the items filed under it, in the order they were filed.
+
+    Nearly every key holds exactly one item (an address belongs to one slice, a service has
+    one slice), so the first item of each key lives in one dict and only the rest in
+    another: a hundred thousand keys cost one dict entry each, not a container each.
+    """
+
+    __slots__ = ("_first", "_more")
+
+    def __init__(self):
+        self._first: dict = {}
+        self._more: dict[object, list] = {}
+
+    def get(self, key) -> tuple:
+        first = self._first.get(key)
+        if first is None:
+            return ()
+        more = self._more.get(key)
+        return (first,) if more is None else (first, *more)
+
+    def add(self, key, item) -> None:
+        first = self._first.get(key)
+        if first is None:
+            self._first[key] = item
+        elif first != item:
+            more = self._more.setdefault(key, [])
+            if item not in more:
+                more.append(item)
+
+    def discard(self, key, item) -> None:
+        first = self._first.get(key)
+        if first is None:
+            return
+        more = self._more.get(key)
+        if first == item:
+            if more:
+                self._first[key] = more.pop(0)
+            else:
+                del self._first[key]
+        elif more and item in more:
+            more.remove(item)
+        else:
+            return
+        if more is not None and not more:
+            del self._more[key]
+
+
+class Store:
+    def __init__(self):
+        self.namespaces: set[str] = set()  # present: they exist and pass namespace_labels
+        self.services: dict[tuple[str, str], Service] = {}
+        self.slices: dict[tuple[str, str], Slice] = {}
+        self.pods: dict[tuple[str, str], str] = {}  # (ns, name) -> address
+        self.pod_counts: dict[str, dict[str, int]] = {}  # ns -> address -> pods with it
+        self.slices_by_service = MultiIndex()  # (ns, service) -> slice keys
+        self.services_by_ip = MultiIndex()  # cluster IP -> service keys
+        self.slices_by_ip = MultiIndex()  # endpoint address -> slice keys
+        self.touched: set[tuple] = set()
+
+    def drain(self) -> set[tuple]:
+        """The dependency keys touched since the last drain."""
+        touched, self.touched = self.touched, set()
+        return touched
+
+    def keys_except(self, kind: str, seen: set) -> list:
+        """The keys stored for a kind ("Namespace", "Service", "EndpointSlice", "Pod") that are not in ``seen``."""
+        stored = {"Namespace": self.namespaces, "Service": self.services, "EndpointSlice": self.slices,
+                  "Pod": self.pods}[kind]
+        return [key for key in stored if key not in seen]
+
+    # ---------------------------------------------------------------- reading
+    def slices_of(self, skey: tuple[str, str]) -> list[Slice]:
+        slices = self.slices
+        return [slices[k] for k in self.slices_by_service.get(skey)]
+
+    def services_at(self, ip: str) -> list[Service]:
+        services = self.services
+        return [services[k] for k in self.services_by_ip.get(ip)]
+
+    def slices_at(self, ip: str) -> list[Slice]:
+        slices = self.slices
+        return [slices[k] for k in self.slices_by_ip.get(ip)]
+
+    def pod_count(self, ns: str, ip: str) -> int:
+        return self.pod_counts.get(ns, {}).get(ip, 0)
+
+    # ---------------------------------------------------------------- changing
+    def set_namespace(self, name: str, present: bool) -> None:
+        if present == (name in self.namespaces):
+            return
+        if present:
+            self.namespaces.add(name)
+        else:
+            self.namespaces.discard(name)
+        self.touched.add(namespace_dep(name))
+
+    def put_service(self, skey: tuple[str, str], svc: Service | None) -> None:
+        """Store (or with None, remove) a service."""
+        old = self.services.get(skey)
+        if old == svc:
+            return
+        self.touched.add(service_dep(*skey))
+        if old is not None:
+            self._file(self.services_by_ip, old.ips, skey, MultiIndex.discard)
+        if svc is None:
+            del self.services[skey]
+        else:
+            self.services[skey] = svc
+            self._file(self.services_by_ip, svc.ips, skey, MultiIndex.add)
+
+    def put_slice(self, key: tuple[str, str], sl: Slice | None) -> bool:
+        """Store (or with None, remove) an endpoint slice; True if that changed anything."""
+        old = self.slices.get(key)
+        if old == sl:
+            return False
+        for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
+            if held is not None:
+                skey = (held.ns, held.service)
+                self.touched.add(service_dep(*skey))
+                file(self.slices_by_service, skey, key)
+                self._file(self.slices_by_ip, held.ips, key, file)
+        if sl is None:
+            del self.slices[key]
+        else:
+            self.slices[key] = sl
+        return True
+
+    def _file(self, index: MultiIndex, ips: tuple, key, file) -> None:
+        """Add (or discard) ``key`` under each address in ``index``; each address is touched."""
+        touched = self.touched
+        for ip in ips:
+            file(index, ip, key)
+            touched.add(address_dep(ip))
+
+    def put_pod(self, key: tuple[str, str], ip: str | None) -> None:
+        """Store (or with None, remove) a pod's address."""
+        old = self.pods.get(key)
+        if old == ip:
+            return
+        ns = key[0]
+        if old is not None:
+            del self.pods[key]
+            counts = self.pod_counts[ns]
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+                if not counts:
+                    del self.pod_counts[ns]
+            self.touched.add(pod_dep(ns, old))
+        if ip is not None:
+            self.pods[key] = ip
+            counts = self.pod_counts.setdefault(ns, {})
+            counts[ip] = counts.get(ip, 0) + 1
+            self.touched.add(pod_dep(ns, ip))
