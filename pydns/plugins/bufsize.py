@@ -16,11 +16,11 @@ import struct
 
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, expect_args, expect_no_block, register
-from pydns.records import skip_name
+from pydns.parser import Parser
 from pydns.wire import TYPE_OPT, Request
 
 DEFAULT = 1232
-_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_COUNTS = struct.Struct("!HHH")  # ANCOUNT, NSCOUNT, ARCOUNT
 
 
 def opt_class_offset(data: bytes, qend: int) -> int | None:
@@ -29,14 +29,13 @@ def opt_class_offset(data: bytes, qend: int) -> int | None:
     Its TTL (extended rcode, version, flags) follows at +2, its rdata length at +6 and its
     options at +8.
     """
-    _id, _flags, _qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
-    pos = qend + 4
+    an, ns, ar = _COUNTS.unpack_from(data, 6)
+    p = Parser(data, qend + 4)
     for _ in range(an + ns + ar):
-        pos = skip_name(data, pos)
-        rtype, _rclass, _ttl, rdlen = _FIXED.unpack_from(data, pos)
+        _start, rtype, _rclass, _ttl, rdlen = p.get_record()
         if rtype == TYPE_OPT:
-            return pos + 2
-        pos += 10 + rdlen
+            return p.current - 8  # the rdata follows class, TTL and rdata length
+        p.skip(rdlen)
     return None
 
 

@@ -18,7 +18,7 @@ import struct
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register, then
 from pydns.plugins.bufsize import opt_class_offset
-from pydns.wire import Answer, Request
+from pydns.wire import TCP_MESSAGE_MAX, Answer, Request
 
 EDNS_NSID = 3
 _OPTION = struct.Struct("!HH")
@@ -50,7 +50,7 @@ class OptionAnswer(Answer):
 
     __slots__ = ("option",)
 
-    def render(self, req: Request, limit: int = 65535) -> bytes:
+    def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
         if not req.edns_size:
             return Answer.render(self, req, limit)
         out = Answer.render(self, req, limit - len(self.option))
