@@ -40,6 +40,8 @@ CASES = [
     (" acl {\n  block net ::1 10.0.0.0/8\n }", [("x.org", "A", ALLOWED)]),
     # zones: only names in them are checked
     (" acl a.example.org {\n  block\n }", [("a.example.org", "A", BLOCKED), ("b.example.org", "A", ALLOWED)]),
+    # zones are compared label by label: the one label "x.example" under org. is not in example.org.
+    (" acl example.org {\n  block\n }", [("y.x.example.org", "A", BLOCKED), ("x\\.example.org", "A", ALLOWED)]),
     # several acl lines: each for its zones, the first decision wins
     (" acl example.org {\n  allow type A\n }\n acl {\n  block\n }",
      [("a.example.org", "A", ALLOWED), ("a.example.org", "MX", BLOCKED), ("a.example.net", "A", BLOCKED)]),

@@ -167,6 +167,12 @@ def test_edns0_options_reach_the_upstream(serve, capture, rule, code, data):
     assert reply.edns == -1  # the client sent no OPT: its reply has none
 
 
+def test_names_with_escaped_dots_keep_their_labels(serve, capture):
+    srv = serve(corefile(f" rewrite name suffix .example.org. .example.net.\n forward . 127.0.0.1:{capture.port}"))
+    assert srv.query("a\\.b.example.org").rcode() == dns.rcode.NXDOMAIN
+    assert capture.queries[-1].question[0].name.labels == (b"a.b", b"example", b"net", b"")
+
+
 def test_edns0_replace_and_unset_touch_only_existing_options(serve, capture):
     srv = serve(corefile(" rewrite continue edns0 local replace 0xffee bcde\n"
                          " rewrite edns0 local unset 0xfff0\n"

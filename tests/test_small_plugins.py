@@ -168,6 +168,14 @@ def test_local_prefix_off_and_other_names(serve):
     assert ask(srv, "example.net").additional
 
 
+def test_local_compares_names_label_by_label(serve):
+    srv = serve(corefile(" local\n whoami"))
+    # One label "a.localhost" under the root, and "localhost.x" in example.net.: not local names.
+    for name in ("a\\.localhost", "localhost\\.x.example.net", "a\\.127.in-addr.arpa"):
+        reply = ask(srv, name)
+        assert reply.additional and not reply.answer, name  # passed on to whoami
+
+
 @pytest.mark.parametrize("body,line,message", [
     (" local {\n  localhost_prefix maybe\n }", 4, "localhost_prefix expects 'on' or 'off', got 'maybe'"),
     (" local {\n  other on\n }", 4, "unknown property 'other'"),

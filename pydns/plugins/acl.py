@@ -31,7 +31,7 @@ from pydns import metrics
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register
 from pydns.wire import NOERROR, REFUSED, Answer, Request, status
-from pydns.zones import match_zone, normalize_zones
+from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 ACTIONS = ("allow", "block", "filter", "drop")
 _KEPT_MAX = 10000
@@ -66,7 +66,7 @@ class Policy:
 
 class Rule:
     def __init__(self, zones: list[str], policies: list[Policy]):
-        self.zones, self.policies = zones, policies
+        self.zones, self.policies = zones_by_wire(zones), policies
 
 
 async def _no_reply() -> Answer:
@@ -154,16 +154,15 @@ class Acl(Plugin):
         return _no_reply()
 
     def _decide(self, req: Request, host: str) -> tuple[str, str]:
-        name = req.lname
         try:
             ip = ipaddress.ip_address(str(host).split("%")[0])
         except ValueError:
             self.log.error("Blocking request. Unable to parse source address: %s", host)
-            return "block", match_zone(name, self.rules[0].zones) or "."
+            return "block", wire_lookup(req.key, self.rules[0].zones) or "."
         if ip.version == 6 and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         for rule in self.rules:
-            zone = match_zone(name, rule.zones)
+            zone = wire_lookup(req.key, rule.zones)
             if zone is None:
                 continue
             for policy in rule.policies:

@@ -24,9 +24,11 @@ from pydns import metrics
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, expect_args, register, unknown_option
 from pydns.wire import NOERROR, NXDOMAIN, Answer, Request, label_from_wire
-from pydns.zones import match_zone
+from pydns.zones import in_wire_zones, wire_lookup, zones_by_wire
 
 ZONES = ["localhost.", "0.in-addr.arpa.", "127.in-addr.arpa.", "255.in-addr.arpa."]
+ZONE_BY_WIRE = zones_by_wire(ZONES)
+LOCALHOST = b"\x09localhost\x00"
 TTL = 604800
 TYPE_A, TYPE_NS, TYPE_SOA, TYPE_PTR, TYPE_AAAA = 1, 2, 6, 12, 28
 _KEPT_MAX = 10000
@@ -59,23 +61,27 @@ class Local(Plugin):
             self.prefix = args[0] == "on"
 
     def serve(self, req: Request):
-        name = req.lname
-        special = len(name) > len("localhost.") and (
-            name.endswith(".localhost.") or (self.prefix and name.startswith("localhost.")))
+        # Compared in wire form, label by label: an escaped dot inside a label is no boundary.
+        key = req.key
+        special = key != LOCALHOST and (
+            in_wire_zones(key, (LOCALHOST,)) or (self.prefix and key[:10] == LOCALHOST[:10]))
+        zone = None
         if special:
             localhost_requests.inc()
-        elif match_zone(name, ZONES) is None:
-            return self.next.serve(req)
-        key = (req.key, req.qtype)
-        answer = self._kept.get(key)
+        else:
+            zone = wire_lookup(key, ZONE_BY_WIRE)
+            if zone is None:
+                return self.next.serve(req)
+        kept_as = (key, req.qtype)
+        answer = self._kept.get(kept_as)
         if answer is None:
-            answer = self._answer(req, name, special)
+            answer = self._answer(req, req.lname, zone, special)
             if len(self._kept) >= _KEPT_MAX:
                 self._kept.clear()
-            self._kept[key] = answer
+            self._kept[kept_as] = answer
         return answer
 
-    def _answer(self, req: Request, name: str, special: bool) -> Answer:
+    def _answer(self, req: Request, name: str, zone: str | None, special: bool) -> Answer:
         owner = label_from_wire(req.key)
         qtype = req.qtype
         answer, authority, rcode = [], [], NOERROR
@@ -95,7 +101,7 @@ class Local(Plugin):
             if special or name in ZONES:
                 authority = [soa(owner)]  # NODATA at a name that exists
             elif name == "1.0.0.127.in-addr.arpa.":
-                authority = [soa(match_zone(name, ZONES))]
+                authority = [soa(zone)]
             else:
-                authority, rcode = [soa(match_zone(name, ZONES))], NXDOMAIN
+                authority, rcode = [soa(zone)], NXDOMAIN
         return Answer.build(owner, qtype, rcode, answer, authority, aa=False, plugin=self.name)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pydns.corefile import Directive
 from pydns.plugin import Plugin, register
 from pydns.wire import Request
-from pydns.zones import match_zone, normalize_zones
+from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 
 def kubernetes_labels(name: str, zone: str) -> dict[str, str]:
@@ -54,15 +54,16 @@ def kubernetes_labels(name: str, zone: str) -> dict[str, str]:
 class Metadata(Plugin):
     def __init__(self, server) -> None:
         super().__init__(server)
-        self.zones: list[str] = []
+        self.zones: dict[bytes, str] = {}
+        self._kubernetes_zones: dict[bytes, str] | None = None
 
     def setup(self, d: Directive) -> None:
         if d.block:
             raise d.block[0].error(f"plugin/metadata: unknown property '{d.block[0].name}'")
-        self.zones = normalize_zones(d.args, self.server.zones)
+        self.zones = zones_by_wire(normalize_zones(d.args, self.server.zones))
 
     def serve(self, req: Request):
-        if match_zone(req.lname, self.zones) is not None:
+        if wire_lookup(req.key, self.zones) is not None:
             req.metadata = self.labels(req)
         return self.next.serve(req)
 
@@ -70,7 +71,9 @@ class Metadata(Plugin):
         labels: dict[str, str] = {}
         kubernetes = self.server.plugin("kubernetes")
         if kubernetes is not None:
-            zone = match_zone(req.lname, kubernetes.options.zones)
+            if self._kubernetes_zones is None:  # set up after this plugin: looked up on first use
+                self._kubernetes_zones = zones_by_wire(kubernetes.options.zones)
+            zone = wire_lookup(req.key, self._kubernetes_zones)
             if zone is not None:
                 labels.update(kubernetes_labels(req.lname, zone))
         return labels

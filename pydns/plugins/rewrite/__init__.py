@@ -52,7 +52,7 @@ from pydns.plugins.rewrite.edns import EdnsRule
 from pydns.plugins.rewrite.names import RuleError, name_wire
 from pydns.plugins.rewrite.parse import parse_rule
 from pydns.plugins.rewrite.rules import CnameResponse, RcodeResponse, Rule, State
-from pydns.wire import AA, AD, RA, SERVFAIL, TYPE_OPT, Answer, Request, label_from_wire, status
+from pydns.wire import AA, AD, RA, SERVFAIL, TCP_MESSAGE_MAX, TYPE_OPT, Answer, Request, label_from_wire, status
 
 _CACHE_MAX = 10000  # remembered outcomes per question, and converted answers
 
@@ -192,17 +192,20 @@ async def _errors_as_answers(result) -> Answer:
 
 def parsed(inner: Request, answer: Answer) -> DNSRecord:
     """``answer`` as dnslib records (slow path), without its OPT record."""
-    msg = DNSRecord.parse(answer.render(inner, 65535))
+    msg = DNSRecord.parse(answer.render(inner, TCP_MESSAGE_MAX))
     msg.ar = [rr for rr in msg.ar if rr.rtype != TYPE_OPT]
     return msg
 
 
 def convert(req: Request, answer: Answer, msg: DNSRecord, responses: list) -> Answer:
     """Re-pack ``msg`` (``answer`` as records) behind ``req``'s question, applying ``responses``."""
-    for section in (msg.auth, msg.rr, msg.ar):
-        for rr in section:
-            for rule in reversed(responses):
-                rule.record(rr)
+    try:
+        for section in (msg.auth, msg.rr, msg.ar):
+            for rr in section:
+                for rule in reversed(responses):
+                    rule.record(rr)
+    except ValueError as exc:  # an answer rule made a name that is not a domain name
+        raise DNSError(SERVFAIL, f"plugin/rewrite: invalid name in the answer after rewrite: {exc}") from None
     rcode = answer.rcode
     for rule in reversed(responses):
         rcode = rule.rcode(rcode)

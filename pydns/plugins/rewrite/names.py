@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from dnslib import QTYPE
+from dnslib import QTYPE, DNSLabel
+
+from pydns.parser import presentation
+from pydns.wire import label_from_wire
 
 MAX_REGEX = 10000  # longest pattern accepted, as CoreDNS
 MATCH_KINDS = ("exact", "prefix", "suffix", "substring", "regex")
@@ -28,22 +31,55 @@ def qtype_code(text: str) -> int:
 
 
 def name_wire(name: str) -> bytes:
-    """Wire form of a dotted name; ValueError unless it is a valid domain name."""
+    """Wire form of a fully qualified name in presentation format, its ``\\.`` and ``\\DDD``
+    escapes read as miekg/dns reads them (``Request.lname`` is written so); ValueError unless
+    it is a valid domain name."""
     if name == ".":
         return b"\x00"
-    if not name.endswith(".") or len(name) > 255:
+    if not name:
         raise ValueError(name)
     out = bytearray()
-    for label in name[:-1].split("."):
-        raw = label.encode("latin-1", "replace")
-        if not raw or len(raw) > 63:
-            raise ValueError(name)
-        out.append(len(raw))
-        out += raw
+    label = bytearray()
+    i, end = 0, len(name)
+    while i < end:
+        c = name[i]
+        if c == ".":
+            if not label or len(label) > 63:
+                raise ValueError(name)
+            out.append(len(label))
+            out += label
+            label.clear()
+        elif c == "\\":
+            digits = name[i + 1 : i + 4]
+            if len(digits) == 3 and digits.isdigit():
+                if int(digits) > 255:
+                    raise ValueError(name)
+                label.append(int(digits))
+                i += 3
+            elif i + 1 < end:
+                label += name[i + 1].encode("latin-1", "replace")
+                i += 1
+            else:
+                raise ValueError(name)
+        else:
+            label += c.encode("latin-1", "replace")
+        i += 1
+    if label:  # not fully qualified: the last label has no dot after it
+        raise ValueError(name)
     out.append(0)
     if len(out) > 255:
         raise ValueError(name)
     return bytes(out)
+
+
+def label_text(label: DNSLabel) -> str:
+    """A dnslib name in presentation format, escaped as ``Request.name`` is."""
+    return presentation(b"".join(bytes((len(part),)) + part for part in label.label) + b"\x00")
+
+
+def text_label(name: str) -> DNSLabel:
+    """A name in presentation format as a dnslib name; ValueError unless it is a valid one."""
+    return label_from_wire(name_wire(name))
 
 
 def bounded_regex(pattern: str) -> re.Pattern:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import struct
 
-from dnslib import RR, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
+from dnslib import RR, DNSQuestion, DNSRecord, EDNSOption
 
 from pydns.plugin import DNSError
 from pydns.plugins.rewrite.names import (NameReplacer, RemapRewriter, RuleError, SuffixRewriter, bounded_regex,
-                                         name_wire, normalize)
+                                         label_text, name_wire, normalize, text_label)
 from pydns.wire import SERVFAIL, TYPE_OPT, Request
 
 _QTAIL = struct.Struct("!HH")
@@ -25,10 +25,10 @@ class NameResponse:
         self.rewrite = rewrite
 
     def record(self, rr: RR) -> None:
-        old = str(rr.rname)
+        old = label_text(rr.rname)
         new = self.rewrite(old)
         if new != old:
-            rr.rname = DNSLabel(new)
+            rr.rname = text_label(new)
 
     def rcode(self, rcode: int) -> int:
         return rcode
@@ -41,10 +41,10 @@ class ValueResponse(NameResponse):
         field = VALUE_FIELDS.get(rr.rtype)
         if field is None:
             return
-        old = str(getattr(rr.rdata, field))
+        old = label_text(getattr(rr.rdata, field))
         new = self.rewrite(old)
         if new != old:
-            setattr(rr.rdata, field, DNSLabel(new))
+            setattr(rr.rdata, field, text_label(new))
 
 
 class TTLResponse:
@@ -111,7 +111,7 @@ class State:
         if self.options is None:
             return req.data[:12] + self.question() + req.data[req.qend + 4:]
         record = DNSRecord.parse(req.data)
-        record.questions = [DNSQuestion(DNSLabel(self.name), self.qtype, self.qclass)]
+        record.questions = [DNSQuestion(text_label(self.name), self.qtype, self.qclass)]
         record.ar = [rr for rr in record.ar if rr.rtype != TYPE_OPT]
         size, ttl = self.opt_head
         record.ar.append(RR(".", TYPE_OPT, rclass=size, ttl=ttl,
@@ -193,13 +193,13 @@ class CnameResponse:
             if rr.rtype != TYPE_CNAME:
                 continue
             kept.append(rr)
-            new = self.new_target(str(rr.rdata.label))
+            new = self.new_target(label_text(rr.rdata.label))
             if new is None:
                 continue
             found = await lookup(new, qtype)
             if found is None:
                 return
-            rr.rdata.label = DNSLabel(new)
+            rr.rdata.label = text_label(new)
             msg.rr = kept + list(found.rr)
             return
 

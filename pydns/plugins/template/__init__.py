@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import re
 
-from dnslib import QTYPE, RR
+from dnslib import QTYPE, RR, DNSRecord
 
 from pydns import metrics
 from pydns.corefile import Directive
@@ -60,7 +60,7 @@ from pydns.plugin import DNSError, Plugin, expect_args, register, unknown_option
 from pydns.plugins.rewrite.parse import CLASSES, RCODES
 from pydns.plugins.template.gotemplate import Template, TemplateError, compile_template
 from pydns.wire import SERVFAIL, Answer, Request, class_name, label_from_wire, status, type_name
-from pydns.zones import match_zone, normalize_zones
+from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 MAX_REGEX = 10000
 _CACHE_MAX = 10000
@@ -100,7 +100,7 @@ class MessageView:
         self.Question = [QuestionView(req)]
 
     def __str__(self) -> str:
-        return str(self._req.parse())
+        return str(DNSRecord.parse(self._req.data))
 
 
 class TemplateData:
@@ -134,15 +134,15 @@ class Entry:
     """One ``template`` line."""
 
     def __init__(self, qclass: int, qtype: int, zones: list[str]):
-        self.qclass, self.qtype, self.zones = qclass, qtype, zones
+        self.qclass, self.qtype, self.zones = qclass, qtype, zones_by_wire(zones)
         self.regexes: list[re.Pattern] = []
         self.sections: dict[str, list[Template]] = {"answer": [], "additional": [], "authority": []}
         self.rcode = 0
-        self.fall: list[str] | None = None
+        self.fall: dict[bytes, str] | None = None
         self.per_query = False
 
-    def falls_through(self, name: str) -> bool:
-        return self.fall is not None and match_zone(name, self.fall) is not None
+    def falls_through(self, key: bytes) -> bool:
+        return self.fall is not None and wire_lookup(key, self.fall) is not None
 
 
 @register("template")
@@ -152,7 +152,7 @@ class TemplatePlugin(Plugin):
     def __init__(self, server) -> None:
         super().__init__(server)
         self.entries: list[Entry] = []
-        self.zones: list[str] = []
+        self.zones: dict[bytes, str] = {}  # every template's zones, by wire form
         self._kept: dict[tuple, tuple] = {}  # question -> (answer, its labels of matches_total)
 
     def setup(self, d: Directive) -> None:
@@ -165,7 +165,7 @@ class TemplatePlugin(Plugin):
         except Exception:  # dnslib's lookup error is its own DNSError
             raise d.error(f"plugin/template: invalid RR type {args[1]}", args[1]) from None
         entry = Entry(qclass, qtype, normalize_zones(args[2:], self.server.zones))
-        self.zones += entry.zones
+        self.zones.update(entry.zones)
         for opt in d.options:
             self._option(d, entry, opt)
         if not entry.regexes:
@@ -207,7 +207,7 @@ class TemplatePlugin(Plugin):
             if not values[0].isdigit() or int(values[0]) > 0xFFFF:
                 raise opt.error(f"plugin/template: error parsing extended DNS error code {values[0]}", opt.args[0])
         elif name == "fallthrough":
-            entry.fall = normalize_zones(opt.args, ["."])
+            entry.fall = zones_by_wire(normalize_zones(opt.args, ["."]))
         elif name == "upstream":
             pass
         elif name in ("var", "expr"):
@@ -222,13 +222,13 @@ class TemplatePlugin(Plugin):
             answer, labels = kept
             COUNTS.bump(("coredns_template_matches_total", req.server.label, *labels))
             return answer
-        name = req.lname
-        if match_zone(name, self.zones) is None:
+        if wire_lookup(req.key, self.zones) is None:
             return self.next.serve(req)
+        name = req.lname
         for entry in self.entries:
             data = self._match(entry, req, name)
             if data is None:
-                if entry.falls_through(name) or not _selects(entry, req, name):
+                if entry.falls_through(req.key) or not _selects(entry, req):
                     continue
                 return status(SERVFAIL)
             labels = (data.Zone, "", data.Class, data.Type)
@@ -239,13 +239,13 @@ class TemplatePlugin(Plugin):
         return self.next.serve(req)
 
     def _match(self, entry: Entry, req: Request, name: str) -> TemplateData | None:
-        if not _selects(entry, req, name):
+        if not _selects(entry, req):
             return None
         for regex in entry.regexes:
             m = regex.search(name)
             if m is None:
                 continue
-            zone = match_zone(name, entry.zones)
+            zone = wire_lookup(req.key, entry.zones)
             qclass = class_name(req.qclass if req.qclass != CLASS_ANY else entry.qclass)
             qtype = type_name(req.qtype if req.qtype != TYPE_ANY else entry.qtype)
             return TemplateData(req, zone, regex, m, qclass, qtype)
@@ -298,9 +298,9 @@ def _unparenthesize(text: str) -> str:
     return _PARENS.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
 
 
-def _selects(entry: Entry, req: Request, name: str) -> bool:
+def _selects(entry: Entry, req: Request) -> bool:
     """Is the query in the entry's zones, class and type?"""
-    if match_zone(name, entry.zones) is None:
+    if wire_lookup(req.key, entry.zones) is None:
         return False
     if entry.qclass != CLASS_ANY and req.qclass != CLASS_ANY and req.qclass != entry.qclass:
         return False
