@@ -2,66 +2,64 @@
 #
 # The pydns image: a drop-in for CoreDNS's image (same entrypoint style, same ports).
 #
-#   docker build -t pydns:0.1.0 .
+#   docker build --build-arg REVISION="$(git rev-parse --short HEAD)" -t pydns:0.1.0 .
 #
-# Two stages.  "build" turns the source tree into wheels: pydns's own and one for every
-# dependency.  The final stage starts again from a clean python:3.11-slim and installs
-# those wheels offline into a virtual environment, through a bind mount, so no source
-# tree, wheel file, build tool or pip cache ends up in a layer.  No compiler is needed
-# anywhere: every dependency ships a binary wheel.
+# Two stages.  "build" starts from the official Python image, pinned by digest, installs
+# the dependencies exactly as image/requirements.lock has them (every file checked against
+# its hash), builds and installs pydns into a virtual environment, and assembles the whole
+# filesystem of the image in /rootfs (image/rootfs.py): the interpreter, the standard
+# library, the virtual environment and the shared libraries they load, nothing else.  The
+# final stage is that filesystem on an empty base: no shell, no package manager, no
+# coreutils, no pip; nothing runs in it but Python and pydns.  docs/image.md has the sizes.
 #
 # The image runs as the unprivileged user 65532 and still serves port 53: the
 # Deployment in deploy/ lowers the pod's net.ipv4.ip_unprivileged_port_start to 53, so
 # no capability is needed (docs/image.md explains the choice).  Nothing is written at
-# run time: byte code is compiled here and PYTHONDONTWRITEBYTECODE stops any rewrite,
-# so the container works with a read-only root filesystem.
+# run time: all byte code is compiled in the build stage and PYTHONDONTWRITEBYTECODE
+# stops any rewrite, so the container works with a read-only root filesystem.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# python:3.11.14-slim-bookworm, the multi-platform index (amd64 and arm64).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
-# ---------------------------------------------------------------- build: the wheels
+# ---------------------------------------------------------------- build: venv and root filesystem
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
-ARG WHEELS=/wheels
 WORKDIR /src
-# Only what the wheel is made of: a change to tests or docs keeps the build cached.
-COPY pyproject.toml README.md ./
+# The locks first: a change to pydns's code keeps the dependency layer cached.
+COPY image/build-requirements.lock image/requirements.lock image/
+# setuptools as locked, to build pydns's wheel without fetching anything unhashed; then
+# the runtime dependencies, binary wheels only, each checked against the lock's hashes.
+# No byte code here: image/rootfs.py compiles what the image keeps.
+RUN python -m pip install --require-hashes --no-deps -r image/build-requirements.lock \
+    && python -m venv --without-pip /opt/pydns \
+    && python -m pip --python /opt/pydns/bin/python install --require-hashes --no-deps --only-binary=:all: \
+        --no-compile -r image/requirements.lock
+# Only what the wheel and the root filesystem are made of.
+COPY pyproject.toml README.md LICENSE ./
 COPY pydns/ pydns/
-RUN python -m pip wheel --wheel-dir "$WHEELS" .
+COPY image/rootfs.py image/
+ARG REVISION=""
+RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && python -m pip --python /opt/pydns/bin/python install --no-deps --no-index --no-compile /wheels/pydns_cluster-*.whl \
+    && python image/rootfs.py /opt/pydns /rootfs --revision "$REVISION"
 
 # ---------------------------------------------------------------- the runtime image
-FROM ${PYTHON_IMAGE}
+FROM scratch
+COPY --from=build /rootfs /
+ARG REVISION=""
 LABEL org.opencontainers.image.title="pydns" \
       org.opencontainers.image.description="A pure-Python cluster DNS server that can take CoreDNS's place in Kubernetes" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${REVISION}"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    VIRTUAL_ENV=/opt/pydns
-ARG WHEELS=/wheels
+    VIRTUAL_ENV=/opt/pydns \
+    PATH=/opt/pydns/bin
 
-# The same numeric user as distroless "nonroot" (and CoreDNS's image); numeric in USER
-# below so that runAsNonRoot can verify it without reading /etc/passwd.
-RUN groupadd --system --gid 65532 pydns \
-    && useradd --system --uid 65532 --gid 65532 --no-log-init --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin pydns
-
-# The base image's pip installs into a venv that itself carries no pip; the wheels are
-# mounted from the build stage for this step only.  compileall writes the byte code
-# that a read-only filesystem would otherwise make Python recompile on every start.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m venv --without-pip "$VIRTUAL_ENV" \
-    && python -m pip --python "$VIRTUAL_ENV/bin/python" install \
-        --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
-        --no-index --find-links "$WHEELS" pydns \
-    && python -m compileall -q "$VIRTUAL_ENV"
-
-# The standard library's byte code, for the same reason; where the base image already
-# ships it, this writes nothing.
-RUN python -m compileall -q -x '/(tests?|idle_test)/' \
-        "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
-
-ENV PATH="$VIRTUAL_ENV/bin:$PATH"
+# The same numeric user as distroless "nonroot" (and CoreDNS's image), named pydns in the
+# image's /etc/passwd; numeric here so that runAsNonRoot can verify it without reading it.
 USER 65532:65532
 WORKDIR /
 

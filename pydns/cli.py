@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import platform
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 from pydns import __version__, loops
 from pydns.corefile import CorefileError
@@ -27,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-plugins", "--plugins", action="store_true", help="list the plugins this build knows and exit")
     p.add_argument("-version", "--version", action="store_true", help="print the version and exit")
     p.add_argument("-validate", "--validate", action="store_true", help="parse and set up the Corefile without serving; print errors as FILE:LINE: message")
-    p.add_argument("-quiet", "--quiet", action="store_true", help="log only warnings and errors")
+    p.add_argument("-quiet", "--quiet", action="store_true", help="print nothing at start-up (logs are unchanged)")
+    p.add_argument("-pidfile", "--pidfile", metavar="PATH", help="write the process id here while serving")
     return p
 
 
@@ -38,12 +43,37 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def setup_logging(quiet: bool = False) -> None:
+def revision() -> str:
+    """The commit pydns was built from, where known: a ``REVISION`` file written into the
+    package when it was built (the image does), else git's, when running from a checkout."""
+    package = Path(__file__).resolve().parent
+    stamped = package / "REVISION"
+    if stamped.is_file():
+        return stamped.read_text().strip()
+    if (package.parent / ".git").exists():
+        try:
+            out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=package.parent, capture_output=True,
+                                 text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+    return ""
+
+
+def version_text() -> str:
+    """CoreDNS's two version lines: name-version, then platform, runtime and commit."""
+    runtime = [f"{sys.platform}/{platform.machine()}", f"{platform.python_implementation()} {platform.python_version()}"]
+    commit = revision()
+    return f"pydns-{__version__}\n" + ", ".join(runtime + ([commit] if commit else []))
+
+
+def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    # -quiet, as CoreDNS's, only drops the start-up banner (see serve); logs stay.
+    root.setLevel(logging.INFO)
     for noisy in ("kubernetes", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -95,38 +125,61 @@ def validate(instance: Instance) -> int:
     return asyncio.run(run())
 
 
-async def serve(instance: Instance) -> int:
+def banner(instance: Instance) -> str:
+    """What CoreDNS prints on stdout once serving: each zone:port, then the version lines."""
+    served = [f"{key.zone}:{instance.port_of(key.port)}" for config in instance.configs for key in config.keys]
+    return "\n".join([*dict.fromkeys(served), version_text()])
+
+
+def write_pidfile(path: str) -> bool:
+    """CoreDNS's -pidfile: a failure to write it is logged and serving goes on."""
+    try:
+        Path(path).write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.error("could not write pidfile: %s", exc)
+        return False
+    return True
+
+
+async def serve(instance: Instance, quiet: bool = False, pidfile: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(instance.reload()))
     await instance.start()
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(instance.stopping.wait())]
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for w in waiters:
-        w.cancel()
-    log.info("shutting down")
-    await instance.stop()
+    if not quiet:
+        print(banner(instance), flush=True)
+    wrote_pidfile = pidfile is not None and write_pidfile(pidfile)
+    try:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(instance.stopping.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        log.info("shutting down")
+        await instance.stop()
+    finally:
+        if wrote_pidfile:
+            Path(pidfile).unlink(missing_ok=True)
     return 1 if instance.fatal_error else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
-        print(f"pydns-{__version__}")
+        print(version_text())
         return 0
     if args.plugins:
         print("Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:")
         for name in sorted(load_plugins()):
             print(f"  dns.{name}")
         return 0
-    setup_logging(args.quiet)
+    setup_logging()
     instance = make_instance(args.conf, args.dns_port, args.so_rcvbuf)
     if args.validate:
         return validate(instance)
     try:
-        return loops.run(serve(instance))
+        return loops.run(serve(instance, quiet=args.quiet, pidfile=args.pidfile))
     except CorefileError as exc:
         print(f"pydns: {exc}", file=sys.stderr)
         return 1

@@ -272,7 +272,6 @@ class Instance:
             await self._close(configs)
             self.configs = []
             raise
-        log.info("pydns serving %s", ", ".join(sorted({f"{c.label} ({', '.join(c.zones)})" for c in configs})))
 
     async def _start_plugins(self, configs: list[ServerConfig]) -> None:
         started: list[Plugin] = []

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dns.message
 import dns.query
 
+import pydns
 from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PYDNS = [sys.executable, "-m", "pydns"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,11 +39,87 @@ def wait_for_dns(port: int, timeout: float = 10.0) -> dns.message.Message:
             time.sleep(0.1)
 
 
-def test_version():
+def test_version_prints_version_python_platform_and_commit():
     out = run("-version")
     assert out.returncode == 0
-    assert out.stdout.strip().startswith("pydns-")
+    first, second = out.stdout.splitlines()
+    assert first == f"pydns-{pydns.__version__}"
+    parts = second.split(", ")
+    assert parts[0] == f"{sys.platform}/{platform.machine()}"
+    assert parts[1] == f"{platform.python_implementation()} {platform.python_version()}"
+    # This checkout is a git work tree: the commit is known.
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    if head.returncode == 0:
+        assert parts[2:] == [head.stdout.strip()]
     assert run("--version").stdout == out.stdout
+
+
+def test_version_reads_the_commit_stamped_into_a_build(tmp_path):
+    # A copy of the package with a REVISION file and no .git beside it, as a built wheel has.
+    shutil.copytree(ROOT / "pydns", tmp_path / "pydns", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "pydns" / "REVISION").write_text("0123abc\n")
+    out = subprocess.run([sys.executable, "-m", "pydns", "-version"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].endswith(", 0123abc")
+
+
+def serve_in_background(*args, cwd) -> subprocess.Popen:
+    return subprocess.Popen([*PYDNS, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def test_quiet_hides_the_startup_banner_but_not_the_query_log(tmp_path):
+    port = free_port()
+    conf = tmp_path / "Corefile"
+    conf.write_text(f"example.org:{port} {{\n bind 127.0.0.1\n log\n whoami\n}}\n")
+    loud = serve_in_background("-conf", str(conf), cwd=tmp_path)
+    wait_for_dns(port)
+    out, err = stop(loud)
+    assert out.splitlines() == [f"example.org.:{port}", *run("-version").stdout.splitlines()]
+    assert '"A IN example.org. udp' in err
+
+    quiet = serve_in_background("-conf", str(conf), "-quiet", cwd=tmp_path)
+    wait_for_dns(port)
+    out, err = stop(quiet)
+    assert out == ""
+    # The log plugin's line for the query: -quiet is about start-up output only.
+    assert '"A IN example.org. udp' in err
+    assert "[INFO] shutting down" in err
+
+
+def test_pidfile_holds_the_pid_while_serving_and_goes_away_after(tmp_path):
+    port = free_port()
+    conf = tmp_path / "Corefile"
+    conf.write_text(f".:{port} {{\n bind 127.0.0.1\n whoami\n}}\n")
+    pidfile = tmp_path / "run" / "pydns.pid"
+    pidfile.parent.mkdir()
+    proc = serve_in_background("-conf", str(conf), "-pidfile", str(pidfile), cwd=tmp_path)
+    wait_for_dns(port)
+    assert pidfile.read_text() == f"{proc.pid}\n"
+    stop(proc)
+    assert not pidfile.exists()
+
+
+def test_an_unwritable_pidfile_is_logged_and_serving_goes_on(tmp_path):
+    port = free_port()
+    conf = tmp_path / "Corefile"
+    conf.write_text(f".:{port} {{\n bind 127.0.0.1\n whoami\n}}\n")
+    proc = serve_in_background("-conf", str(conf), "-pidfile", str(tmp_path / "missing" / "pydns.pid"), cwd=tmp_path)
+    assert wait_for_dns(port).additional
+    _, err = stop(proc)
+    assert "[ERROR] could not write pidfile:" in err
 
 
 def test_plugins_lists_what_this_build_knows():

@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import dns.message
 import dns.query
@@ -14,21 +16,38 @@ import dns.rcode
 from tests.conftest import free_port
 
 
-def ask(port: int, name: str, rdtype: str, deadline: float) -> dns.message.Message:
+def ask(port: int, name: str, rdtype: str, deadline: float, until=lambda reply: True) -> dns.message.Message:
+    """Ask until the server answers (and ``until(reply)`` holds), or fail after the deadline."""
     while True:
         try:
-            return dns.query.udp(dns.message.make_query(name, rdtype), "127.0.0.1", port=port, timeout=0.5)
+            reply = dns.query.udp(dns.message.make_query(name, rdtype), "127.0.0.1", port=port, timeout=0.5)
+            if until(reply):
+                return reply
         except dns.exception.Timeout:
-            if time.monotonic() > deadline:
-                raise
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} {rdtype}: no answer from 127.0.0.1:{port}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def running(argv: list, **popen) -> Iterator[subprocess.Popen]:
+    """A server process for the block; stopped with SIGTERM after it, which it must obey."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_demo_cluster_answers_the_readme_tour(tmp_path):
     port = free_port()
     # An empty working directory: no ./Corefile, so the built-in demo is served.
-    proc = subprocess.Popen([sys.executable, "-m", "pydns", "-dns.port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with running([sys.executable, "-m", "pydns", "-dns.port", str(port)], cwd=tmp_path):
         deadline = time.monotonic() + 20
         web = ask(port, "web.shop.svc.cluster.local", "A", deadline)
         assert [rr.address for rr in web.answer[0]] == ["10.96.20.10"]
@@ -43,9 +62,3 @@ def test_demo_cluster_answers_the_readme_tour(tmp_path):
         ptr = ask(port, "10.20.96.10.in-addr.arpa", "PTR", deadline)
         assert ptr.answer[0][0].target.to_text() == "web.shop.svc.cluster.local."
         assert ask(port, "nope.shop.svc.cluster.local", "A", deadline).rcode() == dns.rcode.NXDOMAIN
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

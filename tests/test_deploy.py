@@ -24,10 +24,11 @@ import pytest
 import yaml
 
 from pydns.corefile import Directive, parse
+from pydns.testing import ServerThread, free_port
 from pydns.testing.fakeapi import FakeApiServer
 
 ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
+DEPLOY = ROOT / "deploy" / "base"
 
 # The oldest Kubernetes these manifests are meant for, and the newest schemas at hand.
 SCHEMA_VERSIONS = ("1.29", kubernetes_validate.latest_version())
@@ -126,7 +127,7 @@ def test_kustomization_lists_every_file_and_only_files_that_exist():
     assert kustomization["kind"] == "Kustomization"
     listed = kustomization["resources"]
     assert len(listed) == len(set(listed))
-    on_disk = {p.name for p in DEPLOY.iterdir()} - {"kustomization.yaml"}
+    on_disk = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(listed) == on_disk
 
 
@@ -515,3 +516,141 @@ def test_pods_verified_would_need_pods_which_the_deployed_corefile_does_not_use(
     assert [[str(a) for a in o.args] for o in k8s.block if o.name == "pods"] == [["insecure"]]
     calls = run_against_fake_api(serve, tmp_path, "verified")
     assert calls - granted() == {("", "pods", "list"), ("", "pods", "watch")}
+
+
+# ---------------------------------------------------------------- overlays: one per way CoreDNS is installed
+
+
+class Install:
+    """What an install of CoreDNS leaves in kube-system that an apply over it must respect."""
+
+    def __init__(self, selector: dict, service: str, service_selector: dict, service_ports: set,
+                 config_keys: tuple = ("Corefile",), corefile: str | None = None, cluster_ip: str | None = None):
+        self.selector = selector                    # Deployment coredns: spec.selector.matchLabels (immutable)
+        self.service = service                      # the DNS Service's name
+        self.service_selector = service_selector
+        self.service_ports = service_ports          # {(name, port, protocol)}
+        self.config_keys = config_keys              # keys of ConfigMap coredns the pod mounts
+        self.corefile = corefile                    # the install's Corefile, where pydns must keep it
+        self.cluster_ip = cluster_ip                # the Service's address, where the install fixes one
+
+
+_KUBEADM_PORTS = {("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")}
+
+# Facts of each install's objects: kubeadm (cmd/kubeadm/app/phases/addons/dns), CoreDNS's
+# Helm chart (charts/coredns, release `coredns` in kube-system, default values: Deployment,
+# Service and ConfigMap named after the release; the three labels below in both selectors;
+# Service ports udp-53 and tcp-53), coredns.yaml.sed (CoreDNS's deployment repository:
+# kubeadm's names, two labels in both selectors) and k3s (manifests/coredns.yaml: kubeadm's
+# names and selector, NodeHosts mounted beside the Corefile).
+HELM_LABELS = {"app.kubernetes.io/instance": "coredns", "k8s-app": "coredns", "app.kubernetes.io/name": "coredns"}
+SED_LABELS = {"k8s-app": "kube-dns", "app.kubernetes.io/name": "coredns"}
+INSTALLS = {
+    "kubeadm": Install({"k8s-app": "kube-dns"}, "kube-dns", {"k8s-app": "kube-dns"}, _KUBEADM_PORTS),
+    "helm-chart": Install(HELM_LABELS, "coredns", HELM_LABELS, {("udp-53", 53, "UDP"), ("tcp-53", 53, "TCP")}),
+    "coredns-yaml-sed": Install(SED_LABELS, "kube-dns", SED_LABELS, _KUBEADM_PORTS),
+    "k3s": Install({"k8s-app": "kube-dns"}, "kube-dns", {"k8s-app": "kube-dns"}, _KUBEADM_PORTS,
+                   config_keys=("Corefile", "NodeHosts"),
+                   corefile=(ROOT / "corefile_examples" / "k3s.Corefile").read_text(), cluster_ip="10.43.0.10"),
+}
+
+
+def test_there_is_an_overlay_for_every_install_and_only_those():
+    assert {p.name for p in (ROOT / "deploy" / "overlays").iterdir()} == set(INSTALLS)
+
+
+@functools.lru_cache(maxsize=None)
+def kustomize(path: str) -> tuple[dict, ...]:
+    """`kubectl kustomize`: the real kustomize, offline, as `kubectl apply -k` builds it."""
+    proc = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def built(overlay: str) -> dict[tuple[str, str], dict]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in kustomize(str(ROOT / "deploy" / "overlays" / overlay))}
+
+
+def test_deploy_root_is_the_kubeadm_overlay():
+    assert kustomize(str(ROOT / "deploy")) == kustomize(str(ROOT / "deploy" / "overlays" / "kubeadm"))
+    base = {(d["kind"], d["metadata"]["name"]): d for _, d in MANIFESTS}
+    assert set(built("kubeadm")) == set(base)
+
+
+@pytest.mark.parametrize("overlay", sorted(INSTALLS))
+def test_overlay_applies_over_its_install(overlay):
+    install, objects = INSTALLS[overlay], built(overlay)
+    dep = objects[("Deployment", "coredns")]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    # The selector is immutable: exactly the install's, or the apply is refused.
+    assert dep["spec"]["selector"] == {"matchLabels": install.selector}
+    assert install.selector.items() <= pod_labels.items()
+    assert pod_labels["app.kubernetes.io/part-of"] == "pydns"
+    # Same container and volume names: the apply replaces CoreDNS's container, never adds one.
+    spec = dep["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["coredns"]
+    assert spec["volumes"][0]["name"] == "config-volume" and spec["volumes"][0]["configMap"]["name"] == "coredns"
+    assert [i["key"] for i in spec["volumes"][0]["configMap"]["items"]] == list(install.config_keys)
+
+    # The Service keeps its name and selects exactly what it selected: old and new pods
+    # both answer behind it while the Deployment rolls, and no pod is left unselected.
+    services = [obj for (kind, _), obj in objects.items() if kind == "Service"]
+    assert [s["metadata"]["name"] for s in services] == [install.service]
+    (svc,) = services
+    assert svc["spec"]["selector"] == install.service_selector
+    assert svc["spec"].get("clusterIP") == install.cluster_ip  # elsewhere the live Service keeps its own
+    assert install.service_selector.items() <= pod_labels.items()
+    ports = {(p["name"], p["port"], p["protocol"]) for p in svc["spec"]["ports"]}
+    assert install.service_ports <= ports, "a port of the install is renamed or missing"
+    container_ports = {(p["containerPort"], p["protocol"]) for p in spec["containers"][0]["ports"]}
+    assert all((p["targetPort"], p["protocol"]) in container_ports for p in svc["spec"]["ports"])
+
+    # What else selects the DNS pods follows them.
+    pdb = objects[("PodDisruptionBudget", "coredns")]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (term,) = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    (expr,) = term["podAffinityTerm"]["labelSelector"]["matchExpressions"]
+    assert pod_labels[expr["key"]] in expr["values"]
+    assert objects[("Deployment", "coredns-autoscaler")]  # still scaling deployment/coredns
+
+
+@pytest.mark.parametrize("overlay", sorted(INSTALLS))
+def test_overlay_objects_are_valid_and_differ_from_base_only_where_the_install_does(overlay):
+    base = {(d["kind"], d["metadata"]["name"]): d for _, d in MANIFESTS}
+    install = INSTALLS[overlay]
+    for key, doc in built(overlay).items():
+        try:
+            kubernetes_validate.validate(doc, SCHEMA_VERSIONS[-1], strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {key} at {'.'.join(str(p) for p in exc.path)}: {exc.message}")
+        kind, name = key
+        if kind == "Service":
+            name = "kube-dns"
+        changed = {"Deployment/coredns", "Service/kube-dns", "PodDisruptionBudget/coredns", "ConfigMap/coredns"}
+        if f"{kind}/{name}" not in changed:
+            assert doc == base[(kind, name)], f"{overlay} changes {key}, which no install needs"
+    if install.corefile is not None:
+        corefile = built(overlay)[("ConfigMap", "coredns")]["data"]["Corefile"]
+        assert [shape(b.directives) for b in parse(corefile)] == [shape(b.directives) for b in parse(install.corefile)]
+
+
+def test_the_k3s_corefile_starts_with_its_node_hosts_and_custom_imports(tmp_path):
+    """The k3s overlay's Corefile runs in pydns with the files mounted as k3s mounts them."""
+    objects = built("k3s")
+    corefile = objects[("ConfigMap", "coredns")]["data"]["Corefile"]
+    etc = tmp_path / "etc" / "coredns"
+    (etc / "custom").mkdir(parents=True)
+    (etc / "NodeHosts").write_text("192.168.1.10 k3s-server-1\n")
+    (etc / "custom" / "team.override").write_text("whoami\n")
+    port = free_port()
+    text = corefile.replace("/etc/coredns", str(etc)).replace(".:53 {", f".:{port} {{\n    bind 127.0.0.1", 1)
+    text = text.replace("kubernetes cluster.local in-addr.arpa ip6.arpa {", f"kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        manifests {tmp_path}/none.yaml", 1)
+    for plugin in ("health", "ready", "prometheus :9153"):
+        text = text.replace(f"\n    {plugin}\n", "\n")
+    (tmp_path / "none.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n")
+    srv = ServerThread(text).start()
+    try:
+        reply = srv.query("k3s-server-1", "A")
+        assert [rr.to_text() for rrset in reply.answer for rr in rrset] == ["192.168.1.10"]
+    finally:
+        srv.stop()
