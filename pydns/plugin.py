@@ -143,6 +143,29 @@ async def _then_async(result: Awaitable[Answer], fn: Callable[[Answer], Result])
     return out
 
 
+class PerAnswer:
+    """What a plugin made of ready answers (a shortened or re-flagged copy), kept per answer
+    object: the plugins after it return the same answer to every query for a name, so the
+    copy is made once.  At most ``limit`` are kept; the table is emptied when full."""
+
+    __slots__ = ("_kept", "_limit")
+
+    def __init__(self, limit: int = 10000):
+        self._kept: dict[int, tuple[Answer, Answer]] = {}
+        self._limit = limit
+
+    def get(self, answer: Answer) -> Answer | None:
+        kept = self._kept.get(id(answer))
+        # The answer itself is held, so its id cannot be reused while the entry lives.
+        return kept[1] if kept is not None and kept[0] is answer else None
+
+    def keep(self, answer: Answer, made: Answer) -> Answer:
+        if len(self._kept) >= self._limit:
+            self._kept.clear()
+        self._kept[id(answer)] = (answer, made)
+        return made
+
+
 async def resolve(result: Result) -> Answer:
     return result if isinstance(result, Answer) else await result
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 import struct
 
 from pydns.corefile import Directive
-from pydns.plugin import Plugin, register, then
+from pydns.plugin import PerAnswer, Plugin, register, then
 from pydns.wire import AA, RA, RD, Answer, Request
 
 FLAGS = {"aa": AA, "ra": RA, "rd": RD}
-_KEPT_MAX = 10000
 
 
 def parse_rules(d: Directive, opt: Directive) -> list[tuple[int, bool]]:
@@ -55,7 +54,7 @@ class Header(Plugin):
         super().__init__(server)
         self.query: list[tuple[int, bool]] = []
         self.response: list[tuple[int, bool]] = []
-        self._kept: dict[int, tuple[Answer, Answer]] = {}
+        self._kept = PerAnswer()
 
     def setup(self, d: Directive) -> None:
         if d.args:
@@ -85,12 +84,9 @@ class Header(Plugin):
         echo = apply(req.echo, [(bit, state) for bit, state in self.response if bit == RD])
         if echo != req.echo:
             req.echo = echo
-        kept = self._kept.get(id(answer))
-        if kept is not None and kept[0] is answer:
-            return kept[1]
-        out = answer.with_body(answer.body)
-        out.flags = apply(answer.flags, [(bit, state) for bit, state in self.response if bit != RD]) & ~RD
-        if len(self._kept) >= _KEPT_MAX:
-            self._kept.clear()
-        self._kept[id(answer)] = (answer, out)
+        out = self._kept.get(answer)
+        if out is None:
+            out = answer.with_body(answer.body)
+            out.flags = apply(answer.flags, [(bit, state) for bit, state in self.response if bit != RD]) & ~RD
+            self._kept.keep(answer, out)
         return out

@@ -13,12 +13,10 @@ per query like any other.
 
 from __future__ import annotations
 
-from pydns.plugin import Plugin, register, then
+from pydns.plugin import PerAnswer, Plugin, register, then
 from pydns.parser import WireError
 from pydns.records import TYPE_NS, TYPE_SOA, message, walk
 from pydns.wire import NOERROR, Answer, Request
-
-_KEPT_MAX = 10000
 
 
 def shortened(answer: Answer, question: bytes) -> Answer:
@@ -49,18 +47,10 @@ def shortened(answer: Answer, question: bytes) -> Answer:
 class Minimal(Plugin):
     def __init__(self, server) -> None:
         super().__init__(server)
-        # Ready answers are shared by every query for a name: each is shortened once.
-        self._kept: dict[int, tuple[Answer, Answer]] = {}
+        self._kept = PerAnswer()  # each ready answer is shortened once
 
     def serve(self, req: Request):
         return then(self.next.serve(req), lambda answer: self._minimal(req, answer))
 
     def _minimal(self, req: Request, answer: Answer) -> Answer:
-        kept = self._kept.get(id(answer))
-        if kept is not None and kept[0] is answer:
-            return kept[1]
-        out = shortened(answer, req.question)
-        if len(self._kept) >= _KEPT_MAX:
-            self._kept.clear()
-        self._kept[id(answer)] = (answer, out)
-        return out
+        return self._kept.get(answer) or self._kept.keep(answer, shortened(answer, req.question))

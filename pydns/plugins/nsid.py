@@ -16,13 +16,12 @@ import socket
 import struct
 
 from pydns.corefile import Directive
-from pydns.plugin import Plugin, register, then
+from pydns.plugin import PerAnswer, Plugin, register, then
 from pydns.plugins.bufsize import opt_class_offset
 from pydns.wire import TCP_MESSAGE_MAX, Answer, Request
 
 EDNS_NSID = 3
 _OPTION = struct.Struct("!HH")
-_KEPT_MAX = 10000
 
 
 def asks_nsid(req: Request) -> bool:
@@ -73,7 +72,7 @@ class Nsid(Plugin):
         super().__init__(server)
         self.data = socket.gethostname() or "localhost"
         self.option = edns_option(EDNS_NSID, self.data.encode())
-        self._kept: dict[int, tuple[Answer, Answer]] = {}
+        self._kept = PerAnswer()
 
     def setup(self, d: Directive) -> None:
         if d.block is not None:
@@ -89,11 +88,4 @@ class Nsid(Plugin):
         return then(self.next.serve(req), self._with_nsid)
 
     def _with_nsid(self, answer: Answer) -> Answer:
-        kept = self._kept.get(id(answer))
-        if kept is not None and kept[0] is answer:
-            return kept[1]
-        out = with_option(answer, self.option)
-        if len(self._kept) >= _KEPT_MAX:
-            self._kept.clear()
-        self._kept[id(answer)] = (answer, out)
-        return out
+        return self._kept.get(answer) or self._kept.keep(answer, with_option(answer, self.option))
