@@ -139,7 +139,8 @@ def locked(path: Path) -> dict[str, tuple[str, list[str]]]:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})+)", line)
+        # name==version, an environment marker where the dependency has one, then the hashes
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s;]+)(?:\s*;[^-]+?)?((?:\s+--hash=sha256:[0-9a-f]{64})+)", line)
         assert m, f"{path.name}: not pinned with hashes: {line}"
         out[m.group(1).lower().replace("_", "-")] = (m.group(2), re.findall(r"sha256:([0-9a-f]{64})", m.group(3)))
     return out

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import pydns
 from pydns.corefile import CorefileError
 from pydns.metrics import TIME_BUCKETS
-from pydns.plugin import REGISTRY, Plugin, register
-from pydns.testing import ServerThread
+from pydns.plugin import Plugin
+from pydns.testing import ServerThread, plugin_named
 from pydns.testing.upstream import Upstream
 from tests.conftest import free_port
 
@@ -150,13 +150,8 @@ class _Crash(Plugin):
 
 @pytest.fixture
 def crash_plugin():
-    previous = REGISTRY.get("erratic")
-    register("erratic")(_Crash)
-    yield
-    if previous is None:
-        REGISTRY.pop("erratic", None)
-    else:
-        REGISTRY["erratic"] = previous
+    with plugin_named("erratic", _Crash):
+        yield
 
 
 def test_panics_are_counted(serve, crash_plugin):

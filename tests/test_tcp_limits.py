@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import pydns.tcp
 from dnslib import QTYPE, RR, A
-from pydns.plugin import REGISTRY, Plugin, register
+from pydns.plugin import Plugin
 from pydns.wire import Answer
-from pydns.testing import ServerThread, free_port
+from pydns.testing import ServerThread, free_port, plugin_named
 from pydns.testing.upstream import Upstream
 from tests.tcp_clients import (connect, frame, hung_up, read_replies, refused, rss_bytes, wait_hung_up,
                                wait_reset_unread)
@@ -129,13 +129,8 @@ class _SlowBig(Plugin):
 
 @pytest.fixture
 def slow_big_plugin():
-    previous = REGISTRY.get("erratic")
-    register("erratic")(_SlowBig)
-    yield
-    if previous is None:
-        REGISTRY.pop("erratic", None)
-    else:
-        REGISTRY["erratic"] = previous
+    with plugin_named("erratic", _SlowBig):
+        yield
 
 
 def test_unread_replies_past_the_limit_close_the_connection(slow_big_plugin):

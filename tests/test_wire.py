@@ -17,7 +17,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from pydns.plugin import Plugin, REGISTRY, register
+from pydns.plugin import Plugin
+from pydns.testing import plugin_named
 from tests.conftest import free_port
 
 
@@ -217,13 +218,8 @@ class _Crash(Plugin):
 
 @pytest.fixture
 def crash_plugin():
-    previous = REGISTRY.get("erratic")
-    register("erratic")(_Crash)
-    yield
-    if previous is None:
-        REGISTRY.pop("erratic", None)
-    else:
-        REGISTRY["erratic"] = previous
+    with plugin_named("erratic", _Crash):
+        yield
 
 
 def test_a_crashing_plugin_gives_servfail_and_the_server_lives(serve, crash_plugin, caplog):
