@@ -1,9 +1,10 @@
-"""The ``pydns`` command: CoreDNS's flags, plus ``-validate``."""
+"""The ``pydns`` command: CoreDNS's flags, plus ``-validate`` and ``pydns explain NAME [TYPE]``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import platform
@@ -164,7 +165,35 @@ async def serve(instance: Instance, quiet: bool = False, pidfile: str | None = N
     return 1 if instance.fatal_error else 0
 
 
+def explain_main(argv: list[str]) -> int:
+    """``pydns explain NAME [TYPE]``: ask a running pydns (its *explain* endpoint) why NAME answers as it does."""
+    from pydns import explain
+
+    p = argparse.ArgumentParser(prog="pydns explain", description="Ask a running pydns why a name answers as it does "
+                                "(its Corefile needs the explain plugin).")
+    p.add_argument("name")
+    p.add_argument("type", nargs="?", default="A")
+    p.add_argument("-url", "--url", default="http://127.0.0.1:8181",
+                   help="where the explain endpoint listens (default http://127.0.0.1:8181)")
+    p.add_argument("-port", "--port", type=int, help="the DNS port to ask about, where pydns listens on several")
+    p.add_argument("-json", "--json", action="store_true", help="print the endpoint's JSON")
+    args = p.parse_args(argv)
+    try:
+        code, out = explain.fetch(args.url, args.name, args.type, args.port)
+    except OSError as exc:
+        print(f"pydns explain: cannot reach {args.url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 2
+    if code != 200:
+        print(f"pydns explain: {out.get('error') or code}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2) if args.json else explain.describe(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["explain"]:
+        return explain_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.version:
         print(version_text())

@@ -3,7 +3,8 @@ helpers those plugins share (their ADDRESS argument, binding at start-up).
 
 Listeners are shared by address: several server blocks (and the old and new configuration
 during a reload) register paths on the same ``HttpListener``.  Handlers are plain functions
-``(query_string) -> (status, content_type, body)``.
+``(query_string) -> (status, content_type, body)``, or an awaitable of that triple for a
+handler that must wait for something (explain runs a DNS query).
 
 Anyone who can reach the pod can reach these ports, so every request and connection is
 bounded (docs/limits.md): a request that breaks a limit gets the status a production server
@@ -14,6 +15,7 @@ logged in one line (at most once a minute per cause), and its connection closed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import time
@@ -247,6 +249,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.in_request = False  # a request's first byte has arrived and it is not answered yet
         self.closing = False  # after a reply with Connection: close, or an error reply
         self.writing_paused = False
+        self.waiting = False  # a handler's reply is on its way: reading is paused until it is written
         self.transport: asyncio.Transport | None = None
         self.client = ""
         self.timer: asyncio.TimerHandle | None = None
@@ -298,7 +301,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.closing:
+        if self.closing or self.waiting:
             return
         self.transport.resume_reading()
         self._arm(REQUEST_TIMEOUT if self.in_request else IDLE_TIMEOUT)
@@ -306,7 +309,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------ requests
     def _answer_whole_requests(self) -> None:
-        while self.filled and not (self.closing or self.writing_paused or self.body_left
+        while self.filled and not (self.closing or self.writing_paused or self.body_left or self.waiting
                                    or self.transport.is_closing()):  # a failed write closes it
             try:
                 request = self._take_request()
@@ -315,16 +318,50 @@ class _Connection(asyncio.BufferedProtocol):
                 return
             if request is None:
                 return  # wait for the rest
-            status, ctype, body = self.listener.dispatch(request.method, request.target)
-            if not request.keep_alive:
-                self._write(status, ctype, body, False, request.method == "HEAD")
-                self._close()
+            reply = self.listener.dispatch(request.method, request.target)
+            if inspect.isawaitable(reply):
+                self._await_reply(request, reply)
                 return
-            if not self.body_left:  # else the rest of the body is still under this request's deadline
-                # A pipelined request already under way gets its own deadline from here.
-                self.in_request = bool(self.filled)
-                self._arm(REQUEST_TIMEOUT if self.in_request else IDLE_TIMEOUT)
-            self._write(status, ctype, body, True, request.method == "HEAD")
+            self._send(request, *reply)
+
+    def _send(self, request: _Request, status: int, ctype: str, body: bytes) -> None:
+        if not request.keep_alive:
+            self._write(status, ctype, body, False, request.method == "HEAD")
+            self._close()
+            return
+        if not self.body_left:  # else the rest of the body is still under this request's deadline
+            # A pipelined request already under way gets its own deadline from here.
+            self.in_request = bool(self.filled)
+            self._arm(REQUEST_TIMEOUT if self.in_request else IDLE_TIMEOUT)
+        self._write(status, ctype, body, True, request.method == "HEAD")
+
+    def _await_reply(self, request: _Request, pending) -> None:
+        """A handler that answers later (explain): stop reading until its reply is written.
+
+        One reply at a time per connection keeps pipelined replies in order and bounds the
+        work a client can start by the connection limits.  The handler bounds its own time.
+        """
+        self.waiting = True
+        self.transport.pause_reading()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        task = asyncio.ensure_future(pending)
+        task.add_done_callback(lambda done: self._replied(request, done))
+
+    def _replied(self, request: _Request, done: asyncio.Future) -> None:
+        self.waiting = False
+        if self.transport.is_closing():
+            return
+        try:
+            reply = done.result()
+        except Exception:  # a handler bug must not kill the endpoint
+            log.exception("http handler for %s failed", request.target.partition("?")[0])
+            reply = 500, "text/plain", b"internal error\n"
+        if not self.writing_paused:
+            self.transport.resume_reading()
+        self._send(request, *reply)
+        self._answer_whole_requests()
 
     def _take_request(self) -> _Request | None:
         """Parse the head at the start of the buffer and take it (and what arrived of its body) out."""

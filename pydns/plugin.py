@@ -21,10 +21,11 @@ from pydns.corefile import CorefileError, Directive, Token
 from pydns.wire import SERVFAIL, Answer, Request, status
 
 # CoreDNS's plugin.cfg: the order plugins run in.  Names here that this build does not
-# register are reported as "not available" rather than "unknown".
+# register are reported as "not available" rather than "unknown".  ``explain`` is pydns's
+# own (an HTTP endpoint beside ready's; it serves no queries, so its place is only a name).
 ORDER = (
     "root metadata geoip cancel proxyproto quic grpc_server https https3 timeouts multisocket reload "
-    "nsid bufsize bind debug trace ready health pprof shed prometheus errors log dnstap local dns64 "
+    "nsid bufsize bind debug trace ready explain health pprof shed prometheus errors log dnstap local dns64 "
     "any chaos loadbalance tsig rewrite autopath acl cache header dnssec tls minimal template "
     "transfer hosts route53 azure clouddns k8s_external kubernetes file auto secondary etcd loop "
     "forward grpc erratic whoami on sign view nomad"
@@ -114,6 +115,11 @@ class Plugin:
 
     def ready(self) -> bool:
         return True
+
+    def explain(self, req: Request, answer: Answer) -> tuple[str, dict] | None:
+        """Why this plugin gave ``answer`` to ``req``, for ``pydns explain``: (reason in words,
+        fields), or None when it has nothing to add.  Asked right after it answered."""
+        return None
 
 
 class EndOfChain(Plugin):

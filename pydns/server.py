@@ -22,7 +22,7 @@ from pydns.plugin import FOREIGN, ORDER, EndOfChain, Plugin, load_plugins, resol
 from pydns.tcp import TCPListener, settings_of
 from pydns.transport import DEFAULT_RCVBUF, Router, make_sockets
 from pydns.udp import UDPListener
-from pydns.wire import Request
+from pydns.wire import Request, rcode_of
 from pydns.zones import Key, parse_key, to_wire
 
 log = logging.getLogger("pydns")
@@ -77,8 +77,9 @@ class ServerConfig:
     def http(self, addr: str, default_port: int) -> HttpListener:
         return self.instance.http_listener(addr, default_port)
 
-    async def lookup(self, name: str, qtype: int):
-        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs).
+    async def lookup(self, name: str, qtype: int, trace=None):
+        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs);
+        ``trace`` is the asking query's (``pydns explain``), which this lookup adds to.
 
         None when there is no block for it, or when lookups already nest LOOKUP_DEPTH_MAX
         deep for this query (a CNAME whose target's answer starts another lookup, and so on).
@@ -89,11 +90,11 @@ class ServerConfig:
             return None
         token = _LOOKUP_DEPTH.set(depth + 1)  # seen by lookups the chain below starts (same task)
         try:
-            return await self._lookup(name, qtype)
+            return await self._lookup(name, qtype, trace)
         finally:
             _LOOKUP_DEPTH.reset(token)
 
-    async def _lookup(self, name: str, qtype: int):
+    async def _lookup(self, name: str, qtype: int, trace):
         from dnslib import EDNS0, DNSRecord
 
         query = DNSRecord.question(name, _qtype_name(qtype))
@@ -107,7 +108,13 @@ class ServerConfig:
             return None
         server, req.zone = entry
         req.server = server
+        if trace is not None:
+            req.trace = trace
+            trace.note(None, "lookup", f"{name} {_qtype_name(qtype)} asked through server block "
+                       f"`{' '.join(str(t) for t in server.block.keys)}`")
         answer = await resolve(server.handler.serve(req))
+        if trace is not None and answer.plugin and trace.steps[-1]["plugin"] != answer.plugin:
+            trace.note(answer.plugin, "answered", f"{name} {_qtype_name(qtype)}: {rcode_of(answer)}")
         return DNSRecord.parse(req.render(answer))
 
 

@@ -90,6 +90,7 @@ class Request:
     _rendered_for = None
     _name = None
     _lname = None
+    trace = None  # a pydns.explain.Trace while ``pydns explain`` runs this query
 
     def __init__(self, data: bytes, proto: str = "udp", remote=None, local=None):
         self.data = data

@@ -36,7 +36,7 @@ import struct
 from pydns import metrics
 from pydns.corefile import CorefileError, Directive
 from pydns.plugin import Plugin, parse_duration, register
-from pydns.wire import NOERROR, SERVFAIL, Answer, Request, status
+from pydns.wire import NOERROR, SERVFAIL, Answer, Request, status, type_name
 from pydns.zones import fqdn, in_wire_zones, normalize_zones, to_wire
 
 TYPE_A, TYPE_PTR, TYPE_AAAA = 1, 12, 28
@@ -289,11 +289,25 @@ class Hosts(Plugin):
             return answer
         return self._not_found(req)
 
+    def explain(self, req: Request, answer: Answer):
+        name = req.lname
+        sources = [where for where, entries in ((f"the hosts file {self.path}", self.file_map),
+                                                ("the Corefile's inline entries", self.inline))
+                   if name in entries.v4 or name in entries.v6 or name in entries.names_of]
+        reason = f"{name} is in " + " and ".join(sources or ["the hosts entries"])
+        if answer.an == 0:
+            reason += f", without {type_name(req.qtype)} records: NODATA"
+        return reason, {}
+
     def _not_found(self, req: Request):
         if req.qtype == TYPE_PTR or not in_wire_zones(req.key, self._origin_keys):
             return self.next.serve(req)
         if req.key in self.names:
             return self.nodata
         if self.fall is not None and in_wire_zones(req.key, self.fall):
+            if req.trace is not None:
+                req.trace.note(self.name, "passed on", "not in the hosts file; `fallthrough` hands it on")
             return self.next.serve(req)
+        if req.trace is not None:
+            req.trace.note(self.name, "failed", "not in the hosts file, and no `fallthrough`: SERVFAIL")
         return status(SERVFAIL)

@@ -98,7 +98,7 @@ class _Entry:
     """A kept answer: the body with every TTL at ``orig``, where its TTL fields are, and the
     answer served for the current whole second (made at most once per second)."""
 
-    __slots__ = ("kind", "template", "offsets", "orig", "stored", "expires", "base", "current",
+    __slots__ = ("kind", "source", "template", "offsets", "orig", "stored", "expires", "base", "current",
                  "second", "until", "fast", "ad", "stale", "freq_hits", "freq_last", "refreshing", "retry_after")
 
     def with_ttl(self, ttl: int) -> Answer:
@@ -154,6 +154,18 @@ class Cache(Plugin):
             cache_metrics.live.discard(self)
             cache_metrics.retire(self)
 
+    def explain(self, req: Request, answer: Answer):
+        e = self.table.get((req.key, req.qtype, req.qclass, req.do, req.flags & CD))
+        if e is None:
+            return None
+        left = e.orig - int(_now() - e.stored)
+        kind = "success" if e.kind == SUCCESS else "denial"
+        fields = {"ttl_left": left, "kept_for": e.orig, "cache": kind, "written_by": e.source or None}
+        by = f", written by {e.source}" if e.source else ""
+        if left > 0:
+            return f"answer from cache, {left} s left (kept for {e.orig} s, {kind} cache{by})", fields
+        return f"stale answer from cache (serve_stale): expired {-left} s ago{by}", fields
+
     # ------------------------------------------------------------------ queries
     def serve(self, req: Request):
         key = (req.key, req.qtype, req.qclass, req.do, req.flags & CD)
@@ -179,6 +191,9 @@ class Cache(Plugin):
         if not self._every_zone and not in_wire_zones(req.key, self._zone_keys):
             return self.next.serve(req)
         self.misses += 1
+        if req.trace is not None:
+            req.trace.note(self.name, "passed on", "not in the cache" + (" (its entry expired)" if e is not None else "")
+                           + ": asked the next plugin, and the answer may be kept")
         result = self.next.serve(req)
         if self._unkept:
             p = self._passed.get(key)
@@ -402,6 +417,7 @@ class Cache(Plugin):
                     return
         e = _Entry()
         e.kind = cache
+        e.source = answer.plugin  # who wrote it, for pydns explain
         e.template, e.offsets, e.orig = body, offsets, ttl
         e.stored, e.expires = now, now + ttl
         base = answer.with_body(body)

@@ -75,7 +75,7 @@ from pydns.plugin import DNSError, Plugin, register, resolve
 from pydns.plugins.forward import metrics
 from pydns.plugins.forward.options import Stanza, parse_stanza
 from pydns.plugins.forward.proxy import ExchangeError
-from pydns.wire import NOERROR, REFUSED, SERVFAIL, Answer, Request
+from pydns.wire import NOERROR, REFUSED, SERVFAIL, Answer, Request, rcode_of
 
 OVERALL_TIMEOUT = 5.0  # CoreDNS's defaultTimeout: all attempts of one query
 SWEEP_EVERY = 10.0
@@ -129,6 +129,8 @@ class Forward(Plugin):
         if st.max_concurrent:
             if st.concurrent >= st.max_concurrent:
                 metrics.max_concurrent_rejects.inc()
+                if req.trace is not None:
+                    req.trace.note(self.name, "failed", f"{st.limit_error}: REFUSED")
                 raise DNSError(REFUSED, st.limit_error)
             st.concurrent += 1
             try:
@@ -184,8 +186,13 @@ class Forward(Plugin):
                 failovers += 1
                 if failovers < len(proxies):
                     continue
+            if req.trace is not None:
+                req.trace.note(self.name, "asked", f"upstream {proxy.to} answered {rcode_of(answer)}", upstream=proxy.to)
             if index + 1 < len(self.stanzas):
                 if rcode in st.next_rcodes or (st.next_on_nodata and rcode == NOERROR and answer.an == 0):
                     return await resolve(self._serve_from(req, index + 1))
             return answer
-        raise DNSError(SERVFAIL, str(error) if error is not None else "no healthy proxies")
+        reason = str(error) if error is not None else "no healthy proxies"
+        if req.trace is not None:
+            req.trace.note(self.name, "failed", f"no upstream answered ({reason}): SERVFAIL")
+        raise DNSError(SERVFAIL, reason)

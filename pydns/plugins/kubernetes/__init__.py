@@ -88,6 +88,7 @@ from pydns.wire import NOERROR, NXDOMAIN, REFUSED, Answer, Request, label_from_w
 from pydns.zones import in_wire_zones, is_subdomain, to_wire
 
 from . import client as _api_client  # noqa: F401 (its metrics exist whatever the source)
+from . import explain as why
 from . import options as options_mod
 from .index import Index
 from .localaddr import local_addresses
@@ -179,6 +180,9 @@ class Kubernetes(Plugin):
     def ready(self) -> bool:
         return self.source is not None and self.source.synced()
 
+    def explain(self, req: Request, answer: Answer):
+        return why.explain(self, req, answer)
+
     # ------------------------------------------------------------------ queries
     def serve(self, req: Request):
         answer = self.table.get((req.key, req.qtype))
@@ -194,6 +198,8 @@ class Kubernetes(Plugin):
             return answer
         zone = index.zone_of(key)
         if zone is None:
+            if req.trace is not None:
+                req.trace.note(self.name, "passed on", "not in the plugin's zones")
             return self.next.serve(req)
         if qtype == TYPE_AXFR or qtype == TYPE_IXFR:
             return status(REFUSED)  # zone transfers are the transfer plugin's, as in CoreDNS
@@ -210,6 +216,8 @@ class Kubernetes(Plugin):
             # CoreDNS: SOA below the apex is never a name error
             return index.remember(key, qtype, index.negatives(zone, len(key))[0])
         if self.fall is not None and in_wire_zones(key, self.fall):
+            if req.trace is not None:
+                req.trace.note(self.name, "passed on", why.why(self, key, qtype)[0] + "; `fallthrough` hands it on")
             return self.next.serve(req)
         return index.remember(key, qtype, index.negatives(zone, len(key))[1])
 
@@ -244,7 +252,7 @@ class Kubernetes(Plugin):
             return cached
         owner = req.lname
         records, local = await self._cname_records(owner, label_from_wire(req.key), target, req.qtype, zone,
-                                                   _following.get())
+                                                   _following.get(), req.trace)
         if not records:
             answer = self.index.negatives(zone, len(req.key))[0]
         else:
@@ -256,7 +264,7 @@ class Kubernetes(Plugin):
         return answer
 
     async def _cname_records(self, owner: str, owner_label, target: str, qtype: int, zone: Zone,
-                             chain: tuple) -> tuple[list, bool]:
+                             chain: tuple, trace=None) -> tuple[list, bool]:
         """([CNAME, target's records...] or [], whether the index alone answered)."""
         if target == owner or target in chain or len(chain) > MAX_CHAIN:
             return [], True
@@ -270,11 +278,11 @@ class Kubernetes(Plugin):
             if answer is not None:
                 rest = records_of(key, qtype, answer)
             elif name is not None and name.external is not None:
-                rest, local = await self._cname_records(target, target, name.external, qtype, zone, chain)
+                rest, local = await self._cname_records(target, target, name.external, qtype, zone, chain, trace)
             return ([cname, *rest] if rest else []), local
         token = _following.set(chain)
         try:
-            msg = await self.server.lookup(target, qtype)
+            msg = await self.server.lookup(target, qtype, trace)
         finally:
             _following.reset(token)
         return [cname, *(msg.rr if msg is not None else [])], False
