@@ -250,3 +250,16 @@ def test_cname_rewrites_that_feed_themselves_stop(serve):
  }"""))
     reply = srv.query("start.loop")
     assert reply.rcode() == dns.rcode.NOERROR and reply.answer
+
+
+def test_explain_shows_the_rewritten_query_and_who_answered_it(serve):
+    from tests.test_explain import explain
+
+    srv = serve(".:0 {\n bind 127.0.0.1\n explain 127.0.0.1:0\n"
+                " rewrite name exact alias.example.org real.example.org\n"
+                " hosts {\n  10.0.0.1 real.example.org\n  fallthrough\n }\n whoami\n}\n")
+    out = explain(srv, "alias.example.org.")
+    assert out["plugin"] == "hosts" and out["answer"][0].endswith("A 10.0.0.1"), out
+    rewrote = [s for s in out["steps"] if s["plugin"] == "rewrite"]
+    assert rewrote and rewrote[0]["verdict"] == "rewrote"
+    assert rewrote[0]["reason"] == "asked on as real.example.org. A IN"

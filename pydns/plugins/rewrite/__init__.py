@@ -52,7 +52,8 @@ from pydns.plugins.rewrite.edns import EdnsRule
 from pydns.plugins.rewrite.names import RuleError, name_wire
 from pydns.plugins.rewrite.parse import parse_rule
 from pydns.plugins.rewrite.rules import CnameResponse, RcodeResponse, Rule, State
-from pydns.wire import AA, AD, RA, SERVFAIL, TCP_MESSAGE_MAX, TYPE_OPT, Answer, Request, label_from_wire, status
+from pydns.wire import (AA, AD, RA, SERVFAIL, TCP_MESSAGE_MAX, TYPE_OPT, Answer, Request, class_name, label_from_wire,
+                        status, type_name)
 
 _CACHE_MAX = 10000  # remembered outcomes per question, and converted answers
 
@@ -115,6 +116,10 @@ class Rewrite(Plugin):
         metadata = getattr(req, "metadata", None)
         if metadata is not None:
             inner.metadata = metadata
+        if req.trace is not None:  # pydns explain: the plugins after this one see the rewritten query
+            inner.trace = req.trace
+            req.trace.note(self.name, "rewrote", f"asked on as {inner.name} {type_name(inner.qtype)} "
+                           f"{class_name(inner.qclass)}")
         renamed = inner.key != req.key
         if not renamed and not outcome.responses:
             return self.next.serve(inner)  # same question shape: the answer fits the client's question as is
