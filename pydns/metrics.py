@@ -48,3 +48,44 @@ def register_collector(key: str, collector) -> None:
         if key not in _made:
             _made[key] = collector
             registry.register(collector)
+
+
+class PlainCounters:
+    """Counters kept as plain integers on the hot path: ``counters.bump((name, *labels))``.
+
+    ``families`` maps each metric name to its help text and label names; a collector reads
+    the integers at scrape time.  Made once per process (by ``plain_counters``), so counts
+    survive reloads and never go down.
+    """
+
+    def __init__(self, families: dict[str, tuple[str, list[str]]]):
+        self.families = families
+        self.counts: dict[tuple, int] = {}
+
+    def bump(self, key: tuple) -> None:
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def _made(self) -> dict:
+        from prometheus_client.core import CounterMetricFamily
+
+        return {name: CounterMetricFamily(name, doc, labels=labels) for name, (doc, labels) in self.families.items()}
+
+    def describe(self):
+        return list(self._made().values())
+
+    def collect(self):
+        made = self._made()
+        for (name, *labels), count in sorted(self.counts.items()):
+            made[name].add_metric(labels, count)
+        return iter(made.values())
+
+
+def plain_counters(key: str, families: dict[str, tuple[str, list[str]]]) -> PlainCounters:
+    """The process's PlainCounters for ``key``, registered as a collector on first use."""
+    with _lock:
+        counters = _made.get(key)
+        if counters is None:
+            counters = _made[key] = PlainCounters(families)
+            registry.register(counters)
+        return counters

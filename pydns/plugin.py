@@ -31,6 +31,13 @@ ORDER = (
     "forward grpc erratic whoami on sign view nomad"
 ).split()
 
+# Plugins that only a distribution's own CoreDNS build has: named in the error, so that an
+# operator knows the line is not a typo but a plugin pydns (like upstream CoreDNS) lacks.
+FOREIGN = {
+    "ocp_dnsnameresolver": "OpenShift-specific (OpenShift's own CoreDNS build adds it for DNSNameResolver "
+                           "objects); neither CoreDNS nor pydns has it: remove this block to run pydns",
+}
+
 Result = Union[Answer, Awaitable[Answer]]
 
 REGISTRY: dict[str, type["Plugin"]] = {}
@@ -140,6 +147,29 @@ async def _then_async(result: Awaitable[Answer], fn: Callable[[Answer], Result])
     if not isinstance(out, Answer) and inspect.isawaitable(out):
         out = await out
     return out
+
+
+class PerAnswer:
+    """What a plugin made of ready answers (a shortened or re-flagged copy), kept per answer
+    object: the plugins after it return the same answer to every query for a name, so the
+    copy is made once.  At most ``limit`` are kept; the table is emptied when full."""
+
+    __slots__ = ("_kept", "_limit")
+
+    def __init__(self, limit: int = 10000):
+        self._kept: dict[int, tuple[Answer, Answer]] = {}
+        self._limit = limit
+
+    def get(self, answer: Answer) -> Answer | None:
+        kept = self._kept.get(id(answer))
+        # The answer itself is held, so its id cannot be reused while the entry lives.
+        return kept[1] if kept is not None and kept[0] is answer else None
+
+    def keep(self, answer: Answer, made: Answer) -> Answer:
+        if len(self._kept) >= self._limit:
+            self._kept.clear()
+        self._kept[id(answer)] = (answer, made)
+        return made
 
 
 async def resolve(result: Result) -> Answer:

@@ -10,6 +10,7 @@ is dropped and a broken Corefile leaves the old one serving.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 from typing import Callable, Iterable, NamedTuple
@@ -17,7 +18,7 @@ from typing import Callable, Iterable, NamedTuple
 from pydns import stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
 from pydns.httpd import HttpListener, split_hostport
-from pydns.plugin import ORDER, EndOfChain, Plugin, load_plugins, resolve
+from pydns.plugin import FOREIGN, ORDER, EndOfChain, Plugin, load_plugins, resolve
 from pydns.tcp import TCPListener, settings_of
 from pydns.transport import DEFAULT_RCVBUF, Router, make_sockets
 from pydns.udp import UDPListener
@@ -37,6 +38,10 @@ class Listeners(NamedTuple):
     def close(self) -> None:
         self.udp.close()
         self.tcp_server.close()
+
+
+LOOKUP_DEPTH_MAX = 8
+_LOOKUP_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("lookup_depth", default=0)
 
 
 class ServerConfig:
@@ -74,7 +79,22 @@ class ServerConfig:
 
     async def lookup(self, name: str, qtype: int, trace=None):
         """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs);
-        ``trace`` is the asking query's (``pydns explain``), which this lookup adds to."""
+        ``trace`` is the asking query's (``pydns explain``), which this lookup adds to.
+
+        None when there is no block for it, or when lookups already nest LOOKUP_DEPTH_MAX
+        deep for this query (a CNAME whose target's answer starts another lookup, and so on).
+        """
+        depth = _LOOKUP_DEPTH.get()
+        if depth >= LOOKUP_DEPTH_MAX:
+            log.warning("lookups for %s nest %d deep; not following further", name, depth)
+            return None
+        token = _LOOKUP_DEPTH.set(depth + 1)  # seen by lookups the chain below starts (same task)
+        try:
+            return await self._lookup(name, qtype, trace)
+        finally:
+            _LOOKUP_DEPTH.reset(token)
+
+    async def _lookup(self, name: str, qtype: int, trace):
         from dnslib import EDNS0, DNSRecord
 
         query = DNSRecord.question(name, _qtype_name(qtype))
@@ -134,7 +154,9 @@ def build(blocks: list[ServerBlock], default_port: int, instance: "Instance",
         config = ServerConfig(block, keys, instance)
         by_name: dict[str, list] = {}
         for d in block.directives:
-            if d.name not in ORDER:
+            if d.name in FOREIGN:
+                problem(d.error(f"plugin '{d.name}' is {FOREIGN[d.name]}"))
+            elif d.name not in ORDER:
                 problem(d.error(f"unknown directive '{d.name}'"))
             elif d.name not in registry:
                 problem(d.error(f"plugin '{d.name}' is not available in this build"))

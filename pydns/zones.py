@@ -59,6 +59,13 @@ def in_wire_zones(key: bytes, zones) -> bool:
     return b"\x00" in zones
 
 
+def zones_by_wire(zones) -> dict[bytes, str]:
+    """``zones`` (lower-case FQDNs) keyed by their wire form: ``wire_lookup(req.key, table)``
+    is then the most specific of them that a query name falls in, compared label by label
+    (so an escaped dot inside a label is not taken for a label boundary)."""
+    return {to_wire(zone): zone for zone in zones}
+
+
 def is_subdomain(child: str, parent: str) -> bool:
     """True when ``child`` equals or sits below ``parent`` (both lower-case FQDNs)."""
     return parent == "." or child == parent or child.endswith("." + parent)

@@ -1,0 +1,79 @@
+"""metadata — gathers labels about each query that other plugins read.
+
+Syntax::
+
+    metadata [ZONES...]
+
+For queries in ZONES (default: the server block's zones), the labels below are collected
+before any other plugin runs; *rewrite* reads them as ``{label}`` in ``edns0 local``
+rules, *template* as ``{{ .Meta "label" }}``.  A label is ``plugin/name``; a label with no
+value reads as empty.
+
+From the *kubernetes* plugin of the same block, for names in its zones (as CoreDNS parses
+them): ``kubernetes/kind`` (``svc`` or ``pod``), ``kubernetes/namespace``,
+``kubernetes/service``, ``kubernetes/endpoint``, ``kubernetes/port-name``,
+``kubernetes/protocol``, or ``kubernetes/parse-error`` for a name that is not a cluster name.
+(CoreDNS's ``kubernetes/client-namespace``, ``client-pod-name`` and ``client-label/*``,
+which look the client up among the cluster's pods, are not provided.)
+"""
+
+from __future__ import annotations
+
+from pydns.corefile import Directive
+from pydns.plugin import Plugin, register
+from pydns.wire import Request
+from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
+
+
+def kubernetes_labels(name: str, zone: str) -> dict[str, str]:
+    """The labels CoreDNS's kubernetes plugin derives from a query name in its zone."""
+    base = name[: len(name) - len(zone)].rstrip(".") if zone != "." else name.rstrip(".")
+    if base in ("", "svc", "pod"):
+        return {}
+    segs = base.split(".")
+    kind = segs.pop()
+    if kind not in ("svc", "pod"):
+        return {"kubernetes/parse-error": "invalid request"}
+    out = {"kubernetes/kind": kind, "kubernetes/namespace": "", "kubernetes/service": "",
+           "kubernetes/endpoint": "", "kubernetes/port-name": "", "kubernetes/protocol": ""}
+    if segs:
+        out["kubernetes/namespace"] = segs.pop()
+    if segs:
+        out["kubernetes/service"] = segs.pop()
+    if len(segs) == 1:
+        out["kubernetes/endpoint"] = segs[0]
+    elif len(segs) == 2:
+        out["kubernetes/port-name"] = segs[0].removeprefix("_")
+        out["kubernetes/protocol"] = segs[1].removeprefix("_")
+    elif segs:
+        return {"kubernetes/parse-error": "invalid request"}
+    return out
+
+
+@register("metadata")
+class Metadata(Plugin):
+    def __init__(self, server) -> None:
+        super().__init__(server)
+        self.zones: dict[bytes, str] = {}
+        self._kubernetes_zones: dict[bytes, str] | None = None
+
+    def setup(self, d: Directive) -> None:
+        if d.block:
+            raise d.block[0].error(f"plugin/metadata: unknown property '{d.block[0].name}'")
+        self.zones = zones_by_wire(normalize_zones(d.args, self.server.zones))
+
+    def serve(self, req: Request):
+        if wire_lookup(req.key, self.zones) is not None:
+            req.metadata = self.labels(req)
+        return self.next.serve(req)
+
+    def labels(self, req: Request) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        kubernetes = self.server.plugin("kubernetes")
+        if kubernetes is not None:
+            if self._kubernetes_zones is None:  # set up after this plugin: looked up on first use
+                self._kubernetes_zones = zones_by_wire(kubernetes.options.zones)
+            zone = wire_lookup(req.key, self._kubernetes_zones)
+            if zone is not None:
+                labels.update(kubernetes_labels(req.lname, zone))
+        return labels

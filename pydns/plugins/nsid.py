@@ -1,0 +1,91 @@
+"""nsid — tells clients that ask (RFC 5001) which server answered.
+
+Syntax::
+
+    nsid [DATA]
+
+A query whose EDNS0 OPT record carries an NSID option gets a reply whose OPT record carries
+an NSID option with DATA (the words given, joined by spaces; default: the host's name).
+Other queries are not touched.  The reply is the same ready answer as without the plugin,
+with the option appended when it is spliced.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from pydns.corefile import Directive
+from pydns.plugin import PerAnswer, Plugin, register, then
+from pydns.plugins.bufsize import opt_class_offset
+from pydns.wire import TCP_MESSAGE_MAX, Answer, Request
+
+EDNS_NSID = 3
+_OPTION = struct.Struct("!HH")
+
+
+def asks_nsid(req: Request) -> bool:
+    """Does the query's OPT record carry an NSID option?"""
+    if not req.edns_size:
+        return False
+    at = opt_class_offset(req.data, req.qend)
+    (rdlen,) = struct.unpack_from("!H", req.data, at + 6)
+    pos, end = at + 8, at + 8 + rdlen
+    while pos + 4 <= end:
+        code, length = _OPTION.unpack_from(req.data, pos)
+        if code == EDNS_NSID:
+            return True
+        pos += 4 + length
+    return False
+
+
+def edns_option(code: int, data: bytes) -> bytes:
+    return _OPTION.pack(code, len(data)) + data
+
+
+class OptionAnswer(Answer):
+    """An answer whose replies carry an EDNS0 option (NSID, an extended error) in their OPT
+    record; queries without EDNS0 get the plain reply, as they have no OPT record."""
+
+    __slots__ = ("option",)
+
+    def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
+        if not req.edns_size:
+            return Answer.render(self, req, limit)
+        out = Answer.render(self, req, limit - len(self.option))
+        # The reply ends with the OPT record Answer.render wrote, with no options yet.
+        return out[:-2] + struct.pack("!H", len(self.option)) + self.option
+
+
+def with_option(answer: Answer, option: bytes) -> OptionAnswer:
+    """``answer`` (its records, flags and rcode) with ``option`` added to its replies' OPT record."""
+    out = OptionAnswer.__new__(OptionAnswer)
+    for slot in Answer.__slots__:
+        setattr(out, slot, getattr(answer, slot))
+    out.option = option
+    return out
+
+
+@register("nsid")
+class Nsid(Plugin):
+    def __init__(self, server) -> None:
+        super().__init__(server)
+        self.data = socket.gethostname() or "localhost"
+        self.option = edns_option(EDNS_NSID, self.data.encode())
+        self._kept = PerAnswer()
+
+    def setup(self, d: Directive) -> None:
+        if d.block is not None:
+            raise d.error(f"plugin/nsid: unknown property '{d.block[0].name}'" if d.block else
+                          "plugin/nsid: takes no block")
+        if d.args:
+            self.data = " ".join(map(str, d.args))
+        self.option = edns_option(EDNS_NSID, self.data.encode())
+
+    def serve(self, req: Request):
+        if not asks_nsid(req):
+            return self.next.serve(req)
+        return then(self.next.serve(req), self._with_nsid)
+
+    def _with_nsid(self, answer: Answer) -> Answer:
+        return self._kept.get(answer) or self._kept.keep(answer, with_option(answer, self.option))
