@@ -92,6 +92,7 @@ from . import options as options_mod
 from .index import Index
 from .localaddr import local_addresses
 from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA
+from .podaddresses import client_address
 from .render import Zone
 
 TYPE_AXFR, TYPE_IXFR = 252, 251
@@ -227,6 +228,19 @@ class Kubernetes(Plugin):
             if zone is not None:
                 return self.index.negatives(zone, len(req.key))[2]
         return answer
+
+    # ------------------------------------------------------------------ autopath
+    def autopath_namespace(self, req: Request) -> tuple[str, bytes] | None:
+        """For autopath: (the namespace of the pod that sent ``req``, the wire form of the zone
+        its question is in), or None when that is not certain (see podaddresses.py).  As in
+        CoreDNS, only with ``pods verified``; before the first sync nothing is certain."""
+        if self.options.pods != "verified" or not self.source.synced():
+            return None
+        zone = self.index.zone_of(req.key)
+        if zone is None or zone.reverse:
+            return None
+        ns = self.index.store.pod_addresses.namespace_of(client_address(req.remote))
+        return None if ns is None else (ns, zone.wire)
 
     # ------------------------------------------------------------------ ExternalName
     async def _follow(self, req: Request, zone: Zone, target: str) -> Answer:

@@ -47,6 +47,9 @@ log = logging.getLogger("plugin/kubernetes")
 KINDS = ("Namespace", "Service", "EndpointSlice", "Pod")
 RECENT_MAX = 10000
 MEMO_MAX = 16384  # rendered names kept at once: about 1.7 KB each, 28 MB when full
+# Pods that will never run again, whose address may already be another pod's: the API source
+# leaves them out server-side (api.POD_FIELD_SELECTOR); manifests may hold them.
+FINISHED = ("Succeeded", "Failed", "Unknown")
 _UNCHANGED = object()  # what an event reduces to when it must leave the store as it is
 
 _latency = metrics.histogram(
@@ -174,7 +177,13 @@ class Index:
         if self.labels is not None and not self.labels.matches(labels_of(obj)):
             return None
         terminating, ip = read_pod(obj)
-        return _UNCHANGED if terminating else ip  # CoreDNS keeps what it had until the pod is gone
+        if terminating:
+            return _UNCHANGED  # CoreDNS keeps what it had until the pod is gone
+        status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+        if ip is None or status.get("phase") in FINISHED:
+            return None
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        return ip, spec.get("hostNetwork") is True
 
     # The writers: (key, what the store keeps or None, the slice's last-change-trigger-time).
     def _put_namespace(self, name: str, present: bool | None, _stamp) -> None:
@@ -183,8 +192,9 @@ class Index:
     def _put_service(self, skey, svc, _stamp) -> None:
         self.store.put_service(skey, svc)
 
-    def _put_pod(self, key, ip, _stamp) -> None:
-        self.store.put_pod(key, ip)
+    def _put_pod(self, key, address, _stamp) -> None:
+        """``address``: (ip, whether it is the host network's), or None."""
+        self.store.put_pod(key, *(address or (None,)))
 
     def _put_slice(self, key, sl: Slice | None, stamp: str | None) -> None:
         old = self.store.slices.get(key)

@@ -14,6 +14,7 @@ what a change invalidates: no caller has to say beforehand what it is about to c
 from __future__ import annotations
 
 from .objects import Service, Slice
+from .podaddresses import HOST_NETWORK, PodAddresses
 
 
 # Dependency keys: what a rendered name was made from, and what a change touches.
@@ -92,6 +93,8 @@ class Store:
         self.slices: dict[tuple[str, str], Slice] = {}
         self.pods: dict[tuple[str, str], str] = {}  # (ns, name) -> address
         self.pod_counts: dict[str, dict[str, int]] = {}  # ns -> address -> pods with it
+        self.host_pods: set[tuple[str, str]] = set()  # the pods above that run in the host's network
+        self.pod_addresses = PodAddresses()  # address -> namespace, for autopath
         self.slices_by_service = MultiIndex()  # (ns, service) -> slice keys
         self.services_by_ip = MultiIndex()  # cluster IP -> service keys
         self.slices_by_ip = MultiIndex()  # endpoint address -> slice keys
@@ -172,10 +175,11 @@ class Store:
             file(index, ip, key)
             touched.add(address_dep(ip))
 
-    def put_pod(self, key: tuple[str, str], ip: str | None) -> None:
-        """Store (or with None, remove) a pod's address."""
+    def put_pod(self, key: tuple[str, str], ip: str | None, host_network: bool = False) -> None:
+        """Store (or with None, remove) a pod's address; ``host_network``: it is its node's."""
         old = self.pods.get(key)
-        if old == ip:
+        was_host = key in self.host_pods
+        if old == ip and was_host == host_network:
             return
         ns = key[0]
         if old is not None:
@@ -186,9 +190,14 @@ class Store:
                 del counts[old]
                 if not counts:
                     del self.pod_counts[ns]
+            self.pod_addresses.remove(old, HOST_NETWORK if was_host else ns)
+            self.host_pods.discard(key)
             self.touched.add(pod_dep(ns, old))
         if ip is not None:
             self.pods[key] = ip
             counts = self.pod_counts.setdefault(ns, {})
             counts[ip] = counts.get(ip, 0) + 1
+            self.pod_addresses.add(ip, HOST_NETWORK if host_network else ns)
+            if host_network:
+                self.host_pods.add(key)
             self.touched.add(pod_dep(ns, ip))
