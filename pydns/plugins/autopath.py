@@ -53,6 +53,7 @@ HOST_RESOLV_CONF = "/etc/resolv.conf"
 ROOT = b"\x00"
 SVC = b"\x03svc"
 SEARCH_PATHS_MAX = 4096  # (namespace, zone) search paths kept built
+REWRITTEN_MAX = 4096  # replies kept made for the question asked
 TYPE_OPT = 41
 
 # Successful walks per server label: plain integers, read at scrape time.
@@ -97,6 +98,9 @@ class AutoPath(Plugin):
         self.pods: Plugin | None = None
         self.search: tuple[bytes, ...] | None = None
         self._paths: dict[tuple[str, bytes], tuple[bytes, ...]] = {}
+        # (asked name, type, step) -> (the step's answer, the reply made of it): made again
+        # only when the step answers with another object (a change, a new cache entry).
+        self._rewritten: dict[tuple[bytes, int, int], tuple[Answer, Answer]] = {}
         if str(source).startswith("@"):
             self.source_plugin = str(source)[1:]
             cls = load_plugins().get(self.source_plugin)
@@ -162,31 +166,81 @@ class AutoPath(Plugin):
             self._paths[found] = path
         return path
 
-    async def _walk(self, req: Request, base: bytes, search: tuple[bytes, ...]) -> Answer:
-        first = await resolve(self.next.serve(req))  # the question as asked: search[0] appended
-        if first.rcode != NXDOMAIN:
-            if first.rcode == NOERROR:
-                self._count(req)
-            return first
+    def _walk(self, req: Request, base: bytes, search: tuple[bytes, ...]):
+        """Ask the rest of the chain for each step in turn; synchronous while the answers are."""
+        first = None
+        i, step = 0, req  # the question as asked: the first element appended
+        while step is not None:
+            try:
+                answer = self.next.serve(step)
+            except DNSError:
+                if first is None:
+                    raise
+                return first
+            if not isinstance(answer, Answer):
+                return self._walk_later(req, base, search, i, step, answer, first)
+            first = first or answer
+            done = self._judge(req, i, step, answer, first)
+            if done is not None:
+                return done
+            i, step = self._step(req, base, search, i + 1)
+        return first
+
+    async def _walk_later(self, req: Request, base: bytes, search: tuple[bytes, ...], i: int, step: Request,
+                          pending, first: Answer | None) -> Answer:
+        """The rest of ``_walk``, once a step's answer is on its way (forwarded, say)."""
+        while step is not None:
+            try:
+                answer = await resolve(pending)
+            except DNSError:
+                if first is None:
+                    raise
+                return first
+            first = first or answer
+            done = self._judge(req, i, step, answer, first)
+            if done is not None:
+                return done
+            i, step = self._step(req, base, search, i + 1)
+            if step is not None:
+                try:
+                    pending = self.next.serve(step)
+                except DNSError:
+                    return first
+        return first
+
+    def _step(self, req: Request, base: bytes, search: tuple[bytes, ...], i: int) -> tuple[int, Request | None]:
+        """The query for the ``i``-th element of the search path (or the next that makes a valid name)."""
         case_kept = req.qwire[:len(base)]
         tail = req.data[12 + len(req.qwire):]  # type, class and the rest of the query (its OPT)
-        for suffix in search[1:]:
-            name = case_kept + suffix
-            if len(name) > 255:
-                continue
-            step = Request(req.data[:12] + name + tail, req.proto, req.remote, req.local)
-            step.server, step.zone = req.server, req.zone
-            try:
-                answer = await resolve(self.next.serve(step))
-            except DNSError:
-                return first
-            if answer.rcode == NXDOMAIN:
-                continue
-            if answer.rcode != NOERROR:
-                return first  # a failure: the client's own answer, as CoreDNS documents
-            self._count(req)
-            return self._as_asked(req, step, answer)
-        return first
+        while i < len(search):
+            name = case_kept + search[i]
+            if len(name) <= 255:
+                step = Request(req.data[:12] + name + tail, req.proto, req.remote, req.local)
+                step.server, step.zone = req.server, req.zone
+                return i, step
+            i += 1
+        return i, None
+
+    def _judge(self, req: Request, i: int, step: Request, answer: Answer, first: Answer) -> Answer | None:
+        """The reply once step ``i`` answered, or None to go on: NXDOMAIN goes on; NOERROR is the
+        reply (for the question asked); anything else is a failure, and the client gets the
+        answer to its own question, as CoreDNS documents."""
+        if answer.rcode == NXDOMAIN:
+            return None
+        if answer.rcode != NOERROR:
+            return first
+        self._count(req)
+        if i == 0:
+            return answer
+        key = (req.key, req.qtype, i)
+        made = self._rewritten.get(key)
+        if made is not None and made[0] is answer:
+            return made[1]
+        rewritten = self._as_asked(req, step, answer)
+        if len(self._rewritten) >= REWRITTEN_MAX:
+            self._rewritten.clear()
+        self._rewritten[key] = (answer, rewritten)
+        return rewritten
 
     def _count(self, req: Request) -> None:
         label = req.local or ""  # the listener, as every query metric labels it
