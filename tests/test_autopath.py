@@ -63,6 +63,7 @@ def cluster():
             service("web", "shop", "10.0.0.10"), service("db", "other", "10.0.0.20"),
             pod("client", "shop", SHOP_POD), pod("client", "other", OTHER_POD),
             pod("node-local-dns-x1", "kube-system", HOST_POD, host_network=True),
+            pod("node-local-dns-x2", "kube-system", "127.0.0.1", host_network=True),  # the cache's node
             pod("old", "shop", SHARED), pod("new", "other", SHARED),
             pod("done", "shop", "127.0.0.40", phase="Succeeded")]
 
@@ -201,6 +202,26 @@ def test_uncertain_clients_get_the_answer_without_autopath_from_manifests(manife
     got = shown(ask(with_autopath, name, rdtype, source=client))
     assert got == shown(ask(without, name, rdtype, source=client))
     assert "CNAME" not in " ".join(got[2])
+
+
+@pytest.mark.parametrize("cache_known", [True, False])
+def test_client_behind_a_node_local_cache(tmp_path, upstream, servers, cache_known):
+    """A pod asks a node-local cache (a host-network pod, or nothing the server knows), which
+    forwards from its own address: the pod gets what it would get without autopath."""
+    objects = [o for o in cluster() if cache_known or o["metadata"]["name"] != "node-local-dns-x2"]
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(objects))
+    source = f"manifests {path}"
+    caches = []
+    for line in ("autopath @kubernetes", None):
+        behind = servers(corefile(source, upstream.port, autopath=line))
+        caches.append(servers(f".:0 {{\n    bind 127.0.0.1\n    cache 30\n    forward . 127.0.0.1:{behind.port}\n}}\n"))
+    # the last: the cache's own namespace's first search step, which the pod may well ask for
+    for name in (f"api.example.com.{svc('shop')}", f"db.other.{svc('shop')}", f"web.{svc('shop')}",
+                 f"api.example.com.{svc('kube-system')}"):
+        got, want = (shown(ask(cache, name, source=SHOP_POD)) for cache in caches)
+        assert got == want
+        assert "CNAME" not in " ".join(got[2])
 
 
 def test_a_failing_step_gives_the_answer_to_the_question_asked(manifest_pair, upstream):

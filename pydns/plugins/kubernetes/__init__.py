@@ -34,7 +34,8 @@ one names PTR targets).  The records are CoreDNS's:
 * PTR for every cluster IP and endpoint address (in ``in-addr.arpa``/``ip6.arpa`` zones).
 * ``1-2-3-4.ns.pod.ZONE``: with ``pods insecure`` for any address, with ``pods verified``
   only for pods that exist in that namespace; ``pods disabled`` (the default) answers
-  NXDOMAIN.
+  NXDOMAIN.  Finished pods (Succeeded, Failed) do not count, from manifests as from the
+  API.  ``pods verified`` also gives *autopath @kubernetes* a client's namespace.
 * ``dns-version.ZONE`` TXT ``1.1.0``; SOA and NS at the apex (``ns.dns.ZONE``,
   ``hostmaster.ZONE``); names that exist without the asked type get NODATA with the SOA,
   names that do not (including services of a namespace that does not exist) NXDOMAIN.
@@ -236,11 +237,11 @@ class Kubernetes(Plugin):
         CoreDNS, only with ``pods verified``; before the first sync nothing is certain."""
         if self.options.pods != "verified" or not self.source.synced():
             return None
-        zone = self.index.zone_of(req.key)
-        if zone is None or zone.reverse:
-            return None
         ns = self.index.store.pod_addresses.namespace_of(client_address(req.remote))
-        return None if ns is None else (ns, zone.wire)
+        if ns is None:
+            return None
+        zone = self.index.zone_of(req.key)
+        return None if zone is None or zone.reverse else (ns, zone.wire)
 
     # ------------------------------------------------------------------ ExternalName
     async def _follow(self, req: Request, zone: Zone, target: str) -> Answer:
