@@ -93,20 +93,6 @@ def upstream():
     up.stop()
 
 
-@pytest.fixture
-def servers():
-    started = []
-
-    def start(text: str) -> ServerThread:
-        srv = ServerThread(text).start()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
-
-
 def ask(srv: ServerThread, name: str, rdtype: str = "A", source: str = SHOP_POD, tcp: bool = False):
     q = dns.message.make_query(name, rdtype)
     fn = dns.query.tcp if tcp else dns.query.udp
@@ -178,12 +164,12 @@ AS_WITHOUT = [
 
 
 @pytest.fixture
-def manifest_pair(tmp_path, upstream, servers):
+def manifest_pair(tmp_path, upstream, serve):
     """(with autopath, without autopath), both from the same manifests."""
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(cluster()))
     source = f"manifests {path}"
-    return (servers(corefile(source, upstream.port)), servers(corefile(source, upstream.port, autopath=None)))
+    return (serve(corefile(source, upstream.port)), serve(corefile(source, upstream.port, autopath=None)))
 
 
 @pytest.mark.parametrize("client,name,rdtype,expected", WALKS)
@@ -205,7 +191,7 @@ def test_uncertain_clients_get_the_answer_without_autopath_from_manifests(manife
 
 
 @pytest.mark.parametrize("cache_known", [True, False])
-def test_client_behind_a_node_local_cache(tmp_path, upstream, servers, cache_known):
+def test_client_behind_a_node_local_cache(tmp_path, upstream, serve, cache_known):
     """A pod asks a node-local cache (a host-network pod, or nothing the server knows), which
     forwards from its own address: the pod gets what it would get without autopath."""
     objects = [o for o in cluster() if cache_known or o["metadata"]["name"] != "node-local-dns-x2"]
@@ -214,8 +200,8 @@ def test_client_behind_a_node_local_cache(tmp_path, upstream, servers, cache_kno
     source = f"manifests {path}"
     caches = []
     for line in ("autopath @kubernetes", None):
-        behind = servers(corefile(source, upstream.port, autopath=line))
-        caches.append(servers(f".:0 {{\n    bind 127.0.0.1\n    cache 30\n    forward . 127.0.0.1:{behind.port}\n}}\n"))
+        behind = serve(corefile(source, upstream.port, autopath=line))
+        caches.append(serve(f".:0 {{\n    bind 127.0.0.1\n    cache 30\n    forward . 127.0.0.1:{behind.port}\n}}\n"))
     # the last: the cache's own namespace's first search step, which the pod may well ask for
     for name in (f"api.example.com.{svc('shop')}", f"db.other.{svc('shop')}", f"web.{svc('shop')}",
                  f"api.example.com.{svc('kube-system')}"):
@@ -244,31 +230,31 @@ def test_the_walk_asks_each_step_once_in_search_order(manifest_pair, upstream):
     assert not any(name.endswith(f"{ZONE}.") for name in asked)
 
 
-def test_pods_not_verified_leave_queries_alone(tmp_path, upstream, servers, caplog):
+def test_pods_not_verified_leave_queries_alone(tmp_path, upstream, serve, caplog):
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(cluster()))
     name = f"api.example.com.{svc('shop')}"
     for mode in ("insecure", "disabled"):
         caplog.clear()
-        srv = servers(corefile(f"manifests {path}", upstream.port, pods=mode))
+        srv = serve(corefile(f"manifests {path}", upstream.port, pods=mode))
         assert "needs 'pods verified'" in caplog.text
         assert ask(srv, name).rcode() == dns.rcode.NXDOMAIN
 
 
-def test_zones_limit_what_autopath_looks_at(tmp_path, upstream, servers):
+def test_zones_limit_what_autopath_looks_at(tmp_path, upstream, serve):
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(cluster()))
-    srv = servers(corefile(f"manifests {path}", upstream.port, autopath="autopath example.org @kubernetes"))
+    srv = serve(corefile(f"manifests {path}", upstream.port, autopath="autopath example.org @kubernetes"))
     assert ask(srv, f"api.example.com.{svc('shop')}").rcode() == dns.rcode.NXDOMAIN
-    srv = servers(corefile(f"manifests {path}", upstream.port, autopath=f"autopath {ZONE} @kubernetes"))
+    srv = serve(corefile(f"manifests {path}", upstream.port, autopath=f"autopath {ZONE} @kubernetes"))
     assert records(ask(srv, f"api.example.com.{svc('shop')}"))[-1] == "api.example.com. A 192.0.2.1"
 
 
-def test_resolv_conf_search_path_for_every_client(tmp_path, upstream, servers):
+def test_resolv_conf_search_path_for_every_client(tmp_path, upstream, serve):
     (tmp_path / "resolv.conf").write_text("nameserver 10.0.0.1\ndomain ignored.test\nsearch corp.test Example.NET\n"
                                           "options ndots:5\n")
     upstream.set("intranet.example.net.", "A", ["192.0.2.7"])
-    srv = servers(textwrap.dedent(f"""\
+    srv = serve(textwrap.dedent(f"""\
         .:0 {{
             bind 127.0.0.1
             autopath {tmp_path}/resolv.conf
@@ -282,13 +268,13 @@ def test_resolv_conf_search_path_for_every_client(tmp_path, upstream, servers):
     assert ask(srv, "nothing.corp.test.").rcode() == dns.rcode.NXDOMAIN
 
 
-def test_success_metric(tmp_path, upstream, servers):
+def test_success_metric(tmp_path, upstream, serve):
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(cluster()))
     port = free_port()
     text = corefile(f"manifests {path}", upstream.port).replace("bind 127.0.0.1",
                                                                  f"bind 127.0.0.1\n    prometheus 127.0.0.1:{port}")
-    srv = servers(text)
+    srv = serve(text)
     # the listener as configured, as every query metric labels it; counters live as long as the process
     label = 'coredns_autopath_success_total{server="dns://127.0.0.1:0"}'
 
@@ -344,12 +330,12 @@ def pod_known(srv, ns, ip) -> bool:
 
 
 @pytest.fixture
-def api_pair(tmp_path, upstream, servers):
+def api_pair(tmp_path, upstream, serve):
     """A fake API server holding cluster(), and (with autopath, without autopath) reading it."""
     with FakeApiServer(cluster()) as api:
         kubeconfig = api.kubeconfig(str(tmp_path / "kubeconfig"))
         source = f"kubeconfig {kubeconfig}"
-        yield api, servers(corefile(source, upstream.port)), servers(corefile(source, upstream.port, autopath=None))
+        yield api, serve(corefile(source, upstream.port)), serve(corefile(source, upstream.port, autopath=None))
 
 
 @pytest.mark.parametrize("client,name,rdtype,expected", WALKS)
@@ -398,7 +384,7 @@ def test_pod_moved_namespace(api_pair):
     assert shown(ask(with_autopath, other_name)) == shown(ask(without, other_name))
 
 
-def test_replicas_fed_the_same_events_answer_identically(tmp_path, upstream, servers):
+def test_replicas_fed_the_same_events_answer_identically(tmp_path, upstream, serve):
     """Two replicas watch one API server; a third reads the end state at once from a second API
     server that got the objects in the reverse order.  After each step all three answer alike."""
     steps = [
@@ -412,7 +398,7 @@ def test_replicas_fed_the_same_events_answer_identically(tmp_path, upstream, ser
     questions = [(client, f"api.example.com.{svc(ns)}") for client in ("127.0.0.60", "127.0.0.61", "127.0.0.62")
                  for ns in ("shop", "other", "kube-system")]
     with FakeApiServer(cluster()) as api:
-        replicas = [servers(corefile(f"kubeconfig {api.kubeconfig(str(tmp_path / f'kc{i}'))}", upstream.port))
+        replicas = [serve(corefile(f"kubeconfig {api.kubeconfig(str(tmp_path / f'kc{i}'))}", upstream.port))
                     for i in range(2)]
         state = {}
         for step, (verb, obj) in enumerate(steps):
@@ -429,7 +415,7 @@ def test_replicas_fed_the_same_events_answer_identically(tmp_path, upstream, ser
                 wait_for(lambda srv=srv: all(pod_known(srv, ns, ip) == ((ns, ip) in expected) for ns, ip in probes),
                          f"step {step} on every replica")
             with FakeApiServer(cluster() + list(reversed(list(state.values())))) as fresh:
-                late = servers(corefile(f"kubeconfig {fresh.kubeconfig(str(tmp_path / f'late{step}'))}",
+                late = serve(corefile(f"kubeconfig {fresh.kubeconfig(str(tmp_path / f'late{step}'))}",
                                         upstream.port))
                 answers = [[shown(ask(srv, name, source=client)) for client, name in questions]
                            for srv in (*replicas, late)]

@@ -21,7 +21,6 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 PYDNS = [sys.executable, "-m", "pydns"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args, cwd=None, timeout=30):

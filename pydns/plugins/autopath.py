@@ -44,7 +44,7 @@ from pydns import metrics
 from pydns.corefile import Directive
 from pydns.parser import label_offsets
 from pydns.plugin import DNSError, Plugin, expect_no_block, load_plugins, register, resolve
-from pydns.wire import NOERROR, NXDOMAIN, TCP_MESSAGE_MAX, Answer, Request
+from pydns.wire import NOERROR, NXDOMAIN, TCP_MESSAGE_MAX, TYPE_OPT, Answer, Request
 from pydns.zones import in_wire_zones, normalize_zones, to_wire
 
 log = logging.getLogger("plugin/autopath")
@@ -54,7 +54,6 @@ ROOT = b"\x00"
 SVC = b"\x03svc"
 SEARCH_PATHS_MAX = 4096  # (namespace, zone) search paths kept built
 REWRITTEN_MAX = 4096  # replies kept made for the question asked
-TYPE_OPT = 41
 
 # Successful walks per server label: plain integers, read at scrape time.
 SUCCESS: dict[str, int] = {}
@@ -69,7 +68,9 @@ def read_search(path: str) -> list[str]:
             fields = line.split("#", 1)[0].split(";", 1)[0].split()
             if len(fields) >= 2 and fields[0] in ("search", "domain"):
                 search = fields[1:] if fields[0] == "search" else fields[1:2]
-    return [name.lower().rstrip(".") + "." for name in search if name.strip(".")]
+    # Names that cannot be DNS names (empty, not ASCII, a label over 63 octets) are left out.
+    return [name.lower().rstrip(".") + "." for name in search
+            if name.strip(".") and name.isascii() and all(0 < len(x) < 64 for x in name.rstrip(".").split("."))]
 
 
 def base_of(key: bytes, first: bytes) -> bytes | None:
@@ -95,7 +96,7 @@ class AutoPath(Plugin):
         self.zones = frozenset(to_wire(z) for z in normalize_zones(zones, self.server.zones))
         self.directive = d
         self.source_plugin: str | None = None
-        self.pods: Plugin | None = None
+        self.source: Plugin | None = None  # the plugin named by @NAME, found at start
         self.search: tuple[bytes, ...] | None = None
         self._paths: dict[tuple[str, bytes], tuple[bytes, ...]] = {}
         # (asked name, type, step) -> (the step's answer, the reply made of it): made again
@@ -128,10 +129,10 @@ class AutoPath(Plugin):
         if self.source_plugin is None:
             return
         where = f"{self.directive.file}:{self.directive.line}"
-        self.pods = self.server.plugin(self.source_plugin)
-        if self.pods is None:
+        self.source = self.server.plugin(self.source_plugin)
+        if self.source is None:
             log.warning("%s: no %s plugin in this server block: autopath changes nothing", where, self.source_plugin)
-        elif getattr(getattr(self.pods, "options", None), "pods", "verified") != "verified":
+        elif getattr(getattr(self.source, "options", None), "pods", "verified") != "verified":
             log.warning("%s: autopath @%s needs 'pods verified' in the %s plugin: autopath changes nothing", where,
                         self.source_plugin, self.source_plugin)
 
@@ -140,7 +141,7 @@ class AutoPath(Plugin):
         key = req.key
         if not in_wire_zones(key, self.zones):
             return self.next.serve(req)
-        search = self.search if self.pods is None else self._search_of(req)
+        search = self.search if self.source is None else self._search_of(req)
         if search is None:
             return self.next.serve(req)
         base = base_of(key, search[0])
@@ -150,7 +151,7 @@ class AutoPath(Plugin):
 
     def _search_of(self, req: Request) -> tuple[bytes, ...] | None:
         """The search path (wire names, the root last) of the pod that sent ``req``, or None."""
-        found = self.pods.autopath_namespace(req)
+        found = self.source.autopath_namespace(req)
         if found is None:
             return None
         path = self._paths.get(found)
