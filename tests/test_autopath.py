@@ -351,6 +351,22 @@ def test_uncertain_clients_get_the_answer_without_autopath_from_the_api(api_pair
     assert shown(ask(with_autopath, name, rdtype, source=client)) == shown(ask(without, name, rdtype, source=client))
 
 
+def test_nothing_is_certain_before_the_first_sync(tmp_path, upstream, serve):
+    """Pods not listed yet (the server started on its startup_timeout): answered as without
+    autopath, whatever else is known; walked once the pods are in."""
+    with FakeApiServer(cluster()) as api:
+        api.stall(kind="Pod")
+        source = f"kubeconfig {api.kubeconfig(str(tmp_path / 'kubeconfig'))}\n                startup_timeout 0.5s"
+        with_autopath = serve(corefile(source, upstream.port))
+        without = serve(corefile(source, upstream.port, autopath=None))
+        for name in (f"api.example.com.{svc('shop')}", f"db.other.{svc('shop')}", f"web.{svc('shop')}"):
+            assert shown(ask(with_autopath, name)) == shown(ask(without, name))
+        api.unstall()
+        name = f"api.example.com.{svc('shop')}"
+        wait_for(lambda: records(ask(with_autopath, name)) == [cname(name, "api.example.com."),
+                                                               "api.example.com. A 192.0.2.1"], "the walk")
+
+
 def test_pod_unknown_until_watched_then_walked(api_pair):
     api, with_autopath, without = api_pair
     client = "127.0.0.50"
