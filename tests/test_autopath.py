@@ -182,6 +182,15 @@ def test_walk_from_manifests(manifest_pair, client, name, rdtype, expected):
         assert msg.question[0].name == dns.name.from_text(name)
 
 
+def test_the_question_keeps_its_letter_case(manifest_pair):
+    with_autopath, _ = manifest_pair
+    for asked in (f"API.Example.com.{svc('shop')}", f"api.EXAMPLE.com.{svc('shop')}".replace("shop", "SHOP")):
+        msg = ask(with_autopath, asked)
+        assert msg.question[0].name.to_text() == asked
+        assert records(msg)[0].lower() == cname(asked, "api.example.com.").lower()
+        assert records(msg)[1].lower() == "api.example.com. a 192.0.2.1"  # names compare without case
+
+
 @pytest.mark.parametrize("client,name,rdtype", AS_WITHOUT)
 def test_uncertain_clients_get_the_answer_without_autopath_from_manifests(manifest_pair, client, name, rdtype):
     with_autopath, without = manifest_pair
