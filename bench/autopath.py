@@ -207,7 +207,7 @@ def run_memory(count: int) -> dict:
     before = tracemalloc.get_traced_memory()[0]
     addresses = PodAddresses()
     for (ns, _name), ip in index.store.pods.items():
-        addresses.add(ip, "" if (ns, _name) in index.store.host_pods else ns)
+        addresses.add(ip, ns)
     map_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(addresses) == len(index.store.pod_addresses)

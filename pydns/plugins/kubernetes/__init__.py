@@ -93,7 +93,6 @@ from . import options as options_mod
 from .index import Index
 from .localaddr import local_addresses
 from .packing import TYPE_A, TYPE_AAAA, TYPE_SOA
-from .podaddresses import client_address
 from .render import Zone
 
 TYPE_AXFR, TYPE_IXFR = 252, 251
@@ -237,7 +236,7 @@ class Kubernetes(Plugin):
         CoreDNS, only with ``pods verified``; before the first sync nothing is certain."""
         if self.options.pods != "verified" or not self.source.synced():
             return None
-        ns = self.index.store.pod_addresses.namespace_of(client_address(req.remote))
+        ns = self.index.store.pod_addresses.namespace_of_client(req.remote)
         if ns is None:
             return None
         zone = self.index.zone_of(req.key)

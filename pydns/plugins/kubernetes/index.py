@@ -38,6 +38,7 @@ from pydns.wire import Answer
 from pydns.zones import wire_lookup
 
 from .memo import Memo, Name
+from .podaddresses import HostAddress
 from .objects import HEADLESS, Slice, key_of, labels_of, meta_of, read_pod, read_service, read_slice, trigger_time
 from .render import Renderer, Zone
 from .store import Store
@@ -183,7 +184,7 @@ class Index:
         if ip is None or status.get("phase") in FINISHED:
             return None
         spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-        return ip, spec.get("hostNetwork") is True
+        return HostAddress(ip) if spec.get("hostNetwork") is True else ip
 
     # The writers: (key, what the store keeps or None, the slice's last-change-trigger-time).
     def _put_namespace(self, name: str, present: bool | None, _stamp) -> None:
@@ -192,9 +193,8 @@ class Index:
     def _put_service(self, skey, svc, _stamp) -> None:
         self.store.put_service(skey, svc)
 
-    def _put_pod(self, key, address, _stamp) -> None:
-        """``address``: (ip, whether it is the host network's), or None."""
-        self.store.put_pod(key, *(address or (None,)))
+    def _put_pod(self, key, ip, _stamp) -> None:
+        self.store.put_pod(key, ip)
 
     def _put_slice(self, key, sl: Slice | None, stamp: str | None) -> None:
         old = self.store.slices.get(key)

@@ -1,8 +1,9 @@
 """Which namespace a client's address belongs to, for autopath: the pods' addresses, and no more.
 
-    addresses.add("10.244.1.7", "shop")        # a pod of namespace "shop" has that address
-    addresses.add("192.168.0.4", HOST_NETWORK)  # a host-network pod: the node's address
-    addresses.namespace_of("10.244.1.7")       # "shop"
+    addresses.add("10.244.1.7", "shop")                      # a pod of namespace "shop" has it
+    addresses.add(HostAddress("192.168.0.4"), "kube-system")  # a host-network pod: its node's
+    addresses.namespace_of("10.244.1.7")                     # "shop"
+    addresses.namespace_of_client(("::ffff:10.244.1.7", 5353))  # a query's source: "shop"
     addresses.remove("10.244.1.7", "shop")
 
 An address answers with a namespace only when that is certain from the state alone:
@@ -28,6 +29,13 @@ import sys
 HOST_NETWORK = ""  # the owner of a host-network pod's address (no namespace is empty)
 
 
+class HostAddress(str):
+    """A host-network pod's address (its node's).  A string still, so the store, its
+    snapshots and its comparisons take it as any address; only its type says more."""
+
+    __slots__ = ()
+
+
 class PodAddresses:
     __slots__ = ("_owner", "_shared")
 
@@ -48,9 +56,14 @@ class PodAddresses:
             (owner,) = owners
         return owner or None
 
-    def add(self, ip: str, owner: str) -> None:
-        """One more pod of ``owner`` (a namespace, or HOST_NETWORK) has address ``ip``."""
-        owner = sys.intern(owner)
+    def namespace_of_client(self, remote) -> str | None:
+        """``namespace_of`` the source address of a query (``req.remote``)."""
+        host = remote[0].split("%", 1)[0]
+        return self.namespace_of(host[7:] if host.startswith("::ffff:") and "." in host else host)
+
+    def add(self, ip: str, ns: str) -> None:
+        """One more pod of namespace ``ns`` has address ``ip`` (a HostAddress: in the host's network)."""
+        owner = HOST_NETWORK if type(ip) is HostAddress else sys.intern(ns)
         first = self._owner.pop(ip, None)
         if first is None and ip not in self._shared:
             self._owner[ip] = owner
@@ -60,8 +73,9 @@ class PodAddresses:
             owners[first] = 1
         owners[owner] = owners.get(owner, 0) + 1
 
-    def remove(self, ip: str, owner: str) -> None:
-        """A pod of ``owner`` with address ``ip`` is gone (or has another address now)."""
+    def remove(self, ip: str, ns: str) -> None:
+        """A pod of namespace ``ns`` with address ``ip`` is gone (or has another address now)."""
+        owner = HOST_NETWORK if type(ip) is HostAddress else ns
         if self._owner.get(ip) == owner:
             del self._owner[ip]
             return
@@ -76,8 +90,3 @@ class PodAddresses:
             del self._shared[ip]
             self._owner[ip] = last
 
-
-def client_address(remote) -> str:
-    """A query's source address as the store writes pod addresses (IPv4-mapped IPv6 as IPv4)."""
-    host = remote[0].split("%", 1)[0]
-    return host[7:] if host.startswith("::ffff:") and "." in host else host

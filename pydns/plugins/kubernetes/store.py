@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 from .objects import Service, Slice
-from .podaddresses import HOST_NETWORK, PodAddresses
+from .podaddresses import PodAddresses
 
 
 # Dependency keys: what a rendered name was made from, and what a change touches.
@@ -95,7 +95,6 @@ class Store:
         self.slices: dict[tuple[str, str], Slice] = {}
         self.pods: dict[tuple[str, str], str] = {}  # (ns, name) -> address
         self.pod_counts: dict[str, dict[str, int]] = {}  # ns -> address -> pods with it
-        self.host_pods: set[tuple[str, str]] = set()  # the pods above that run in the host's network
         self.pod_addresses = PodAddresses()  # address -> namespace, for autopath
         self.slices_by_service = MultiIndex()  # (ns, service) -> slice keys
         self.services_by_ip = MultiIndex()  # cluster IP -> service keys
@@ -177,11 +176,10 @@ class Store:
             file(index, ip, key)
             touched.add(address_dep(ip))
 
-    def put_pod(self, key: tuple[str, str], ip: str | None, host_network: bool = False) -> None:
-        """Store (or with None, remove) a pod's address; ``host_network``: it is its node's."""
+    def put_pod(self, key: tuple[str, str], ip: str | None) -> None:
+        """Store (or with None, remove) a pod's address (a HostAddress for a host-network pod)."""
         old = self.pods.get(key)
-        was_host = key in self.host_pods
-        if old == ip and was_host == host_network:
+        if old == ip and type(old) is type(ip):
             return
         ns = key[0]
         if old is not None:
@@ -192,15 +190,12 @@ class Store:
                 del counts[old]
                 if not counts:
                     del self.pod_counts[ns]
-            self.pod_addresses.remove(old, HOST_NETWORK if was_host else ns)
-            self.host_pods.discard(key)
+            self.pod_addresses.remove(old, ns)
             self.touched.add(pod_dep(ns, old))
         if ip is not None:
             # One copy of each namespace's name, not one per pod (5 MB at 100,000 pods).
             self.pods[(sys.intern(ns), key[1])] = ip
             counts = self.pod_counts.setdefault(ns, {})
             counts[ip] = counts.get(ip, 0) + 1
-            self.pod_addresses.add(ip, HOST_NETWORK if host_network else ns)
-            if host_network:
-                self.host_pods.add(key)
+            self.pod_addresses.add(ip, ns)
             self.touched.add(pod_dep(ns, ip))
