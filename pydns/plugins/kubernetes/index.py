@@ -38,8 +38,8 @@ from pydns.wire import Answer
 from pydns.zones import wire_lookup
 
 from .memo import Memo, Name
-from .podaddresses import HostAddress
 from .objects import HEADLESS, Slice, key_of, labels_of, meta_of, read_pod, read_service, read_slice, trigger_time
+from .podaddresses import HostAddress
 from .render import Renderer, Zone
 from .store import Store
 
