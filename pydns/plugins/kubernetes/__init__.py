@@ -39,7 +39,8 @@ one names PTR targets).  The records are CoreDNS's:
 * PTR for every cluster IP and endpoint address (in ``in-addr.arpa``/``ip6.arpa`` zones).
 * ``1-2-3-4.ns.pod.ZONE``: with ``pods insecure`` for any address, with ``pods verified``
   only for pods that exist in that namespace; ``pods disabled`` (the default) answers
-  NXDOMAIN.
+  NXDOMAIN.  Finished pods (Succeeded, Failed) do not count, from manifests as from the
+  API.  ``pods verified`` also gives *autopath @kubernetes* a client's namespace.
 * ``dns-version.ZONE`` TXT ``1.1.0``; SOA and NS at the apex (``ns.dns.ZONE``,
   ``hostmaster.ZONE``); names that exist without the asked type get NODATA with the SOA,
   names that do not (including services of a namespace that does not exist) NXDOMAIN.
@@ -355,6 +356,19 @@ class Kubernetes(Plugin):
             if zone is not None:
                 return self.index.negatives(zone, len(req.key))[2]
         return answer
+
+    # ------------------------------------------------------------------ autopath
+    def autopath_namespace(self, req: Request) -> tuple[str, bytes] | None:
+        """For autopath: (the namespace of the pod that sent ``req``, the wire form of the zone
+        its question is in), or None when that is not certain (see podaddresses.py).  As in
+        CoreDNS, only with ``pods verified``; before the first sync nothing is certain."""
+        if self.options.pods != "verified" or not self.source.synced():
+            return None
+        ns = self.index.store.pod_addresses.namespace_of_client(req.remote)
+        if ns is None:
+            return None
+        zone = self.index.zone_of(req.key)
+        return None if zone is None or zone.reverse else (ns, zone.wire)
 
     # ------------------------------------------------------------------ ExternalName
     async def _follow(self, req: Request, zone: Zone, target: str) -> Answer:

@@ -41,6 +41,7 @@ from pydns.zones import wire_lookup
 from .memo import Memo, Name
 from .objects import (HEADLESS, MCS_SERVICE_NAME_LABEL, Slice, key_of, labels_of, meta_of, read_pod, read_service,
                       read_service_import, read_slice, trigger_time)
+from .podaddresses import HostAddress
 from .render import Renderer, Zone
 from .store import Store
 
@@ -50,6 +51,9 @@ log = logging.getLogger("plugin/kubernetes")
 KINDS = ("Namespace", "Service", "EndpointSlice", "Pod", "ServiceImport", "MultiClusterEndpointSlice")
 RECENT_MAX = 10000
 MEMO_MAX = 16384  # rendered names kept at once: about 1.7 KB each, 28 MB when full
+# Pods that will never run again, whose address may already be another pod's: the API source
+# leaves them out server-side (api.POD_FIELD_SELECTOR); manifests may hold them.
+FINISHED = ("Succeeded", "Failed", "Unknown")
 _UNCHANGED = object()  # what an event reduces to when it must leave the store as it is
 UNCHANGED = _UNCHANGED
 
@@ -199,7 +203,13 @@ class Index:
         if self.labels is not None and not self.labels.matches(labels_of(obj)):
             return None
         terminating, ip = read_pod(obj)
-        return _UNCHANGED if terminating else ip  # CoreDNS keeps what it had until the pod is gone
+        if terminating:
+            return _UNCHANGED  # CoreDNS keeps what it had until the pod is gone
+        status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+        if ip is None or status.get("phase") in FINISHED:
+            return None
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        return HostAddress(ip) if spec.get("hostNetwork") is True else ip
 
     # The writers: (key, what the store keeps or None, the slice's last-change-trigger-time).
     def _put_namespace(self, name: str, present: bool | None, _stamp) -> None:

@@ -13,7 +13,10 @@ what a change invalidates: no caller has to say beforehand what it is about to c
 
 from __future__ import annotations
 
+import sys
+
 from .objects import Service, ServiceImport, Slice
+from .podaddresses import PodAddresses
 
 
 # Dependency keys: what a rendered name was made from, and what a change touches.
@@ -102,6 +105,7 @@ class Store:
         self.slices: dict[tuple[str, str], Slice] = {}
         self.pods: dict[tuple[str, str], str] = {}  # (ns, name) -> address
         self.pod_counts: dict[str, dict[str, int]] = {}  # ns -> address -> pods with it
+        self.pod_addresses = PodAddresses()  # address -> namespace, for autopath
         self.slices_by_service = MultiIndex()  # (ns, service) -> slice keys
         self.services_by_ip = MultiIndex()  # cluster IP -> service keys
         self.slices_by_ip = MultiIndex()  # endpoint address -> slice keys
@@ -218,9 +222,9 @@ class Store:
             touched.add(address_dep(ip))
 
     def put_pod(self, key: tuple[str, str], ip: str | None) -> None:
-        """Store (or with None, remove) a pod's address."""
+        """Store (or with None, remove) a pod's address (a HostAddress for a host-network pod)."""
         old = self.pods.get(key)
-        if old == ip:
+        if old == ip and type(old) is type(ip):
             return
         ns = key[0]
         if old is not None:
@@ -231,9 +235,12 @@ class Store:
                 del counts[old]
                 if not counts:
                     del self.pod_counts[ns]
+            self.pod_addresses.remove(old, ns)
             self.touched.add(pod_dep(ns, old))
         if ip is not None:
-            self.pods[key] = ip
+            # One copy of each namespace's name, not one per pod (5 MB at 100,000 pods).
+            self.pods[(sys.intern(ns), key[1])] = ip
             counts = self.pod_counts.setdefault(ns, {})
             counts[ip] = counts.get(ip, 0) + 1
+            self.pod_addresses.add(ip, ns)
             self.touched.add(pod_dep(ns, ip))
