@@ -231,14 +231,18 @@ def test_all_down_still_tries_one_or_fails_fast(serve, upstream):
     ports = plain.port, failfast.port
     plain.stop()
     failfast.stop()
-    opts = "  max_fails 1\n  health_check 1s\n"
+    opts = "  max_fails 1\n  health_check 2s\n"
     srv_plain = serve(corefile(f" forward . 127.0.0.1:{ports[0]} {{\n{opts} }}"))
     srv_fast = serve(corefile(f" forward . 127.0.0.1:{ports[1]} {{\n{opts}  failfast_all_unhealthy_upstreams\n }}"))
     for srv in (srv_plain, srv_fast):
         assert srv.query(NAME, "A").rcode() == dns.rcode.SERVFAIL
     for port in ports:
-        assert wait_for(lambda: value("coredns_proxy_healthcheck_failures_total", to=f"127.0.0.1:{port}") >= 2)
-    # both upstreams are down now, and back before their next health check (1s away)
+        assert wait_for(lambda: value("coredns_proxy_healthcheck_failures_total", to=f"127.0.0.1:{port}") >= 2, 10)
+    # Start right after a failed check of the failfast upstream, so that its next one (2s away)
+    # cannot find it healthy before the queries below, however busy the machine is.
+    checked = value("coredns_proxy_healthcheck_failures_total", to=f"127.0.0.1:{ports[1]}")
+    assert wait_for(lambda: value("coredns_proxy_healthcheck_failures_total", to=f"127.0.0.1:{ports[1]}") > checked, 5)
+    # both upstreams are down now, and back before their next health check
     back = [upstream("10.9.9.9", port=p) for p in ports]
     broken = value("coredns_forward_healthcheck_broken_total")
     assert ips(srv_plain.query(NAME, "A")) == ["10.9.9.9"]
