@@ -11,7 +11,6 @@ synced yet) there is no label at all.
 from __future__ import annotations
 
 import textwrap
-import time
 
 import dns.message
 import dns.query
@@ -21,25 +20,12 @@ import yaml
 
 from pydns.testing.fakeapi import FakeApiServer
 from tests.plugin_cases import CapturingUpstream
+from tests.test_autopath import namespace, pod, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 SHOP, OTHER, HOST, TWO_NAMESPACES, TWO_PODS, FINISHED, STRANGER = (
     "127.0.0.11", "127.0.0.12", "127.0.0.20", "127.0.0.30", "127.0.0.31", "127.0.0.40", "127.0.0.99")
-
-
-def namespace(name):
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-
-
-def pod(name, ns, ip, host_network=False, phase="Running", deleting=False):
-    obj = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-           "spec": {"hostNetwork": host_network, "containers": [{"name": "c", "image": "busybox"}]},
-           "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]}}
-    if deleting:
-        obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return obj
 
 
 def cluster():
@@ -51,20 +37,20 @@ def cluster():
             pod("done", "shop", FINISHED, phase="Succeeded")]
 
 
-# (client address, the TXT text "client-namespace/client-pod-name/client-label/app")
+# (client address, the TXT text "client-namespace/client-pod-name")
 CLIENTS = [
-    (SHOP, "shop/web-7f9c/"),
-    (OTHER, "other/db-0/"),
-    (HOST, "//"),  # host network: the node's address, every host-network pod's and the node's own
-    (TWO_NAMESPACES, "//"),  # which namespace asked is unknowable
-    (TWO_PODS, "//"),  # one namespace, but which pod asked is unknowable
-    (FINISHED, "//"),  # a finished pod's address is free
-    (STRANGER, "//"),  # no pod has it: a node, a cache forwarding for its pods
+    (SHOP, "shop/web-7f9c"),
+    (OTHER, "other/db-0"),
+    (HOST, "/"),  # host network: the node's address, every host-network pod's and the node's own
+    (TWO_NAMESPACES, "/"),  # which namespace asked is unknowable
+    (TWO_PODS, "/"),  # one namespace, but which pod asked is unknowable
+    (FINISHED, "/"),  # a finished pod's address is free
+    (STRANGER, "/"),  # no pod has it: a node, a cache forwarding for its pods
 ]
 
 WHO = ('template IN TXT who.example {\n'
        '  answer "{{ .Name }} 0 IN TXT \\"{{ .Meta \\"kubernetes/client-namespace\\" }}/'
-       '{{ .Meta \\"kubernetes/client-pod-name\\" }}/{{ .Meta \\"kubernetes/client-label/app\\" }}\\""\n'
+       '{{ .Meta \\"kubernetes/client-pod-name\\" }}\\""\n'
        ' }')
 
 
@@ -90,15 +76,6 @@ def who(srv, source: str, tcp: bool = False) -> str:
     msg = fn(q, "127.0.0.1", port=srv.port, timeout=5, source=source)
     assert msg.rcode() == dns.rcode.NOERROR and len(msg.answer) == 1, msg
     return msg.answer[0][0].strings[0].decode()
-
-
-def wait_for(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -135,7 +112,7 @@ def test_client_labels_from_the_api(from_api, client, text):
 @pytest.mark.parametrize("mode", ["insecure", "disabled"])
 def test_only_with_pods_verified(serve, manifests, mode):
     srv = serve(corefile(manifests, pods=mode))
-    assert who(srv, SHOP) == "//"
+    assert who(srv, SHOP) == "/"
 
 
 def test_client_namespace_reaches_rewrite_edns0(serve, manifests):
@@ -163,17 +140,17 @@ def test_labels_follow_the_pods_watched(serve, tmp_path):
     with FakeApiServer(cluster()) as api:
         srv = serve(corefile(f"kubeconfig {api.kubeconfig(str(tmp_path / 'kc'))}"))
         late = "127.0.0.50"
-        assert who(srv, late) == "//"
+        assert who(srv, late) == "/"
         api.create(pod("late", "shop", late))
-        wait_for(lambda: who(srv, late) == "shop/late/", "the new pod")
+        wait_for(lambda: who(srv, late) == "shop/late", "the new pod")
 
         api.update(pod("web-7f9c", "shop", SHOP, deleting=True))  # terminating: kept until gone
         api.create(pod("moved", "other", SHOP))
-        wait_for(lambda: who(srv, SHOP) == "//", "the address shared by two namespaces")
+        wait_for(lambda: who(srv, SHOP) == "/", "the address shared by two namespaces")
         api.delete("Pod", "shop", "web-7f9c")
-        wait_for(lambda: who(srv, SHOP) == "other/moved/", "the old pod's deletion")
+        wait_for(lambda: who(srv, SHOP) == "other/moved", "the old pod's deletion")
         api.delete("Pod", "other", "moved")
-        wait_for(lambda: who(srv, SHOP) == "//", "the second deletion")
+        wait_for(lambda: who(srv, SHOP) == "/", "the second deletion")
 
 
 def test_nothing_before_the_pods_are_synced(serve, tmp_path):
@@ -181,6 +158,6 @@ def test_nothing_before_the_pods_are_synced(serve, tmp_path):
         api.stall(kind="Pod")
         srv = serve(corefile(f"kubeconfig {api.kubeconfig(str(tmp_path / 'kc'))}\n"
                              "                startup_timeout 0.5s"))
-        assert who(srv, SHOP) == "//"
+        assert who(srv, SHOP) == "/"
         api.unstall()
-        wait_for(lambda: who(srv, SHOP) == "shop/web-7f9c/", "the pods")
+        wait_for(lambda: who(srv, SHOP) == "shop/web-7f9c", "the pods")
