@@ -15,7 +15,7 @@ are asked in turns, so both see the same machine.
 
 **Memory.** 100,000 pods (in 500 namespaces; 1,000 nodes, each with 3 host-network pods)
 are fed to the kubernetes plugin's index with ``pods verified``; tracemalloc gives what the
-pod store holds, and the part autopath adds: the address -> namespace map.
+pod store holds, and the part autopath (and metadata) adds: the address -> pod map.
 """
 
 from __future__ import annotations
@@ -202,12 +202,12 @@ def run_memory(count: int) -> dict:
     before = tracemalloc.get_traced_memory()[0]
     index.replace("Pod", _pods(count, namespaces=500, nodes=1000, host_per_node=3))
     store_bytes = tracemalloc.get_traced_memory()[0] - before
-    # The same map again, beside the store's: what autopath's address -> namespace map costs
+    # The same map again, beside the store's: what the address -> pod map costs
     # (its address strings are the store's own, as in the store).
     before = tracemalloc.get_traced_memory()[0]
     addresses = PodAddresses()
-    for (ns, _name), ip in index.store.pods.items():
-        addresses.add(ip, ns)
+    for pod, ip in index.store.pods.items():
+        addresses.add(ip, pod)
     map_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(addresses) == len(index.store.pod_addresses)

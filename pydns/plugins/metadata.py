@@ -13,8 +13,16 @@ From the *kubernetes* plugin of the same block, for names in its zones (as CoreD
 them): ``kubernetes/kind`` (``svc`` or ``pod``), ``kubernetes/namespace``,
 ``kubernetes/service``, ``kubernetes/endpoint``, ``kubernetes/port-name``,
 ``kubernetes/protocol``, or ``kubernetes/parse-error`` for a name that is not a cluster name.
-(CoreDNS's ``kubernetes/client-namespace``, ``client-pod-name`` and ``client-label/*``,
-which look the client up among the cluster's pods, are not provided.)
+
+From the client's address, for any query, with ``pods verified`` (the pods are watched) and
+once the pods are synced: ``kubernetes/client-namespace`` and ``kubernetes/client-pod-name``
+of the pod that sent the query.  They are set only when exactly one pod has the source
+address and it does not run in the host's network (whose address is its node's): a source
+that is not a pod's (a node, a node-local cache forwarding for its pods), or an address two
+pods hold at once, gives neither label rather than a guess.  The query must reach the server
+from the pod's own address (no SNAT, no forwarding cache in between).  CoreDNS's
+``kubernetes/client-label/<key>`` is not provided: it would keep every pod's labels in
+memory (a dict per pod, several times the slim address store), so pydns does not watch them.
 """
 
 from __future__ import annotations
@@ -71,6 +79,9 @@ class Metadata(Plugin):
         labels: dict[str, str] = {}
         kubernetes = self.server.plugin("kubernetes")
         if kubernetes is not None:
+            client = kubernetes.client_pod(req)
+            if client is not None:
+                labels["kubernetes/client-namespace"], labels["kubernetes/client-pod-name"] = client
             if self._kubernetes_zones is None:  # set up after this plugin: looked up on first use
                 self._kubernetes_zones = zones_by_wire(kubernetes.options.zones)
             zone = wire_lookup(req.key, self._kubernetes_zones)

@@ -370,6 +370,13 @@ class Kubernetes(Plugin):
         zone = self.index.zone_of(req.key)
         return None if zone is None or zone.reverse else (ns, zone.wire)
 
+    def client_pod(self, req: Request) -> tuple[str, str] | None:
+        """For metadata: (namespace, name) of the pod that sent ``req``, when one pod, not in the
+        host's network, has its address; as autopath, only with ``pods verified`` and synced."""
+        if self.options.pods != "verified" or not self.source.synced():
+            return None
+        return self.index.store.pod_addresses.pod_of_client(req.remote)
+
     # ------------------------------------------------------------------ ExternalName
     async def _follow(self, req: Request, zone: Zone, target: str) -> Answer:
         """CNAME to ``target``, followed by what the target holds for the asked type.

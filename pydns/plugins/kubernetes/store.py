@@ -105,7 +105,7 @@ class Store:
         self.slices: dict[tuple[str, str], Slice] = {}
         self.pods: dict[tuple[str, str], str] = {}  # (ns, name) -> address
         self.pod_counts: dict[str, dict[str, int]] = {}  # ns -> address -> pods with it
-        self.pod_addresses = PodAddresses()  # address -> namespace, for autopath
+        self.pod_addresses = PodAddresses()  # address -> pod, for autopath and metadata
         self.slices_by_service = MultiIndex()  # (ns, service) -> slice keys
         self.services_by_ip = MultiIndex()  # cluster IP -> service keys
         self.slices_by_ip = MultiIndex()  # endpoint address -> slice keys
@@ -235,12 +235,14 @@ class Store:
                 del counts[old]
                 if not counts:
                     del self.pod_counts[ns]
-            self.pod_addresses.remove(old, ns)
+            self.pod_addresses.remove(old, key)
             self.touched.add(pod_dep(ns, old))
         if ip is not None:
             # One copy of each namespace's name, not one per pod (5 MB at 100,000 pods).
-            self.pods[(sys.intern(ns), key[1])] = ip
+            # The address map keeps this same key object: the pod's name costs it no more.
+            key = (sys.intern(ns), key[1])
+            self.pods[key] = ip
             counts = self.pod_counts.setdefault(ns, {})
             counts[ip] = counts.get(ip, 0) + 1
-            self.pod_addresses.add(ip, ns)
+            self.pod_addresses.add(ip, key)
             self.touched.add(pod_dep(ns, ip))
