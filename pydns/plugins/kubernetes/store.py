@@ -114,6 +114,9 @@ class Store:
         self.mc_slices_by_import = MultiIndex()  # (ns, service import) -> multi-cluster slice keys
         self.touched: set[tuple] = set()
         self.v6_holders = 0  # services and slices with an IPv6 address (families.py)
+        # Changes that alter no answer and so touch nothing (a slice's not-ready count alone):
+        # what is saved of the store (snapshot.py) must still see them.
+        self.quiet_changes = 0
 
     def drain(self) -> set[tuple]:
         """The dependency keys touched since the last drain."""
@@ -176,6 +179,10 @@ class Store:
         old = self.slices.get(key)
         if old == sl:
             return False
+        if old is not None and old.answers_as(sl):
+            self.slices[key] = sl  # only its not-ready count changed: every rendered answer still holds
+            self.quiet_changes += 1
+            return True
         self.v6_holders += _v6(sl) - _v6(old)
         for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
             if held is not None:
