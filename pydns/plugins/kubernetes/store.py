@@ -179,9 +179,7 @@ class Store:
         old = self.slices.get(key)
         if old == sl:
             return False
-        if old is not None and old.answers_as(sl):
-            self.slices[key] = sl  # only its not-ready count changed: every rendered answer still holds
-            self.quiet_changes += 1
+        if self._recount(self.slices, key, old, sl):
             return True
         self.v6_holders += _v6(sl) - _v6(old)
         for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
@@ -211,6 +209,8 @@ class Store:
         old = self.mc_slices.get(key)
         if old == sl:
             return False
+        if self._recount(self.mc_slices, key, old, sl):
+            return True
         for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
             if held is not None:
                 self.touched.add(import_dep(held.ns, held.service))
@@ -219,6 +219,15 @@ class Store:
             del self.mc_slices[key]
         else:
             self.mc_slices[key] = sl
+        return True
+
+    def _recount(self, held: dict, key, old: Slice | None, sl: Slice | None) -> bool:
+        """Store ``sl`` in place of ``old`` if only their not-ready counts differ (True): every
+        rendered answer still holds, so nothing is touched."""
+        if old is None or not old.answers_as(sl):
+            return False
+        held[key] = sl
+        self.quiet_changes += 1
         return True
 
     def _file(self, index: MultiIndex, ips: tuple, key, file) -> None:
