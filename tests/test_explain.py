@@ -216,15 +216,22 @@ def test_the_apex_and_dns_version(cluster):
 # ------------------------------------------------------------------ failure reasons
 
 
+QUEUE_NONE_READY = ("headless service `shop/queue`; 0 ready endpoints, 3 not ready, in 1 EndpointSlice; "
+                    "publishNotReadyAddresses is false: endpoints that are not ready are never served "
+                    "(with true, the EndpointSlice controller marks every endpoint ready); "
+                    "a headless service without ready endpoints has no records")
+
+
+def endpoint_counts(step: dict) -> tuple[int, int, bool]:
+    return step["ready_endpoints"], step["not_ready_endpoints"], step["publish_not_ready_addresses"]
+
+
 def test_headless_service_without_ready_endpoints(cluster):
     out = explain(cluster, svc("queue"))
     assert out["rcode"] == "NXDOMAIN"
     step = step_of(out, "kubernetes")
-    assert step["reason"] == ("headless service `shop/queue`; 0 ready endpoints, 3 not ready, in 1 EndpointSlice; "
-                              "publishNotReadyAddresses is false: endpoints that are not ready are never served "
-                              "(with true, the EndpointSlice controller marks every endpoint ready); "
-                              "a headless service without ready endpoints has no records")
-    assert (step["ready_endpoints"], step["not_ready_endpoints"], step["publish_not_ready_addresses"]) == (0, 3, False)
+    assert step["reason"] == QUEUE_NONE_READY
+    assert endpoint_counts(step) == (0, 3, False)
     assert explained_answer(out) == dns_answer(cluster, svc("queue"), "A") == ("NXDOMAIN", [])
 
 
@@ -236,7 +243,7 @@ def test_endpoints_marked_not_ready_although_the_service_publishes_them(cluster)
                               "publishNotReadyAddresses is true, yet their EndpointSlices mark them not ready, and "
                               "an endpoint's ready condition decides; no ready endpoint is named `peer-1` "
                               "(ready ones: peer-0)")
-    assert (step["ready_endpoints"], step["not_ready_endpoints"], step["publish_not_ready_addresses"]) == (1, 1, True)
+    assert endpoint_counts(step) == (1, 1, True)
     assert explained_answer(out) == dns_answer(cluster, "peer-1." + svc("peers"), "A") == ("NXDOMAIN", [])
     assert dns_answer(cluster, svc("peers"), "A") == ("NOERROR", [svc("peers") + " A 10.1.3.1"])
 
