@@ -15,6 +15,7 @@ from pydns.testing.fakeapi import FakeApiServer
 from tests.conftest import free_port
 from tests.kube_api_dns import answer, kube_server, metric, setup_error, wait_for
 from tests.kube_cluster import cluster, endpoint, endpoint_slice, service
+from tests.test_explain import explain, step_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,6 +74,28 @@ def test_missed_events_are_found_and_repaired_within_one_check_interval(tmp_path
         assert any("3 Service object(s)" in line and "testns/svc1 (deleted)" in line and "testns/fresh" in line
                    and line.endswith("repaired") for line in logged), logged
         assert any("1 EndpointSlice object(s)" in line and "testns/hdlsprtls-abcde" in line for line in logged)
+    finally:
+        srv.stop()
+        api.stop()
+
+
+def test_a_missed_change_of_the_not_ready_count_alone_is_repaired(tmp_path):
+    """A drift that changes no answer, only what ``pydns explain`` says, is found and repaired too."""
+    api = FakeApiServer(cluster()).start()
+    prom = free_port()
+    srv = kube_server(api, tmp_path, f"  drift_check {INTERVAL:g}s\n",
+                      plugins=f" prometheus 127.0.0.1:{prom}\n explain 127.0.0.1:0\n")
+    name = f"hdls-notready.{ZONE}."
+    try:
+        assert step_of(explain(srv, name), "kubernetes")["not_ready_endpoints"] == 1
+        before = counted(prom, "pydns_kubernetes_drift_objects_total", 'kind="EndpointSlice"')
+        api.miss_events(1)
+        api.update(endpoint_slice("hdls-notready-abcde", "hdls-notready",
+                                  [endpoint("172.0.0.40", ready=False), endpoint("172.0.0.41", ready=False)]))
+        wait_for(lambda: step_of(explain(srv, name), "kubernetes")["not_ready_endpoints"] == 2,
+                 timeout=INTERVAL + 1.0, what="the count repaired")
+        assert counted(prom, "pydns_kubernetes_drift_objects_total", 'kind="EndpointSlice"') == before + 1
+        assert answer(srv, name)[0] == "NXDOMAIN"
     finally:
         srv.stop()
         api.stop()

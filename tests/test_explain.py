@@ -31,6 +31,11 @@ UPSTREAM_RECORDS = {
     ("api.fall.local.", "A"): ["192.0.2.7"],
 }
 
+def publishing_not_ready(svc: dict) -> dict:
+    svc["spec"]["publishNotReadyAddresses"] = True
+    return svc
+
+
 CLUSTER = [
     namespace("shop"), namespace("dev"), namespace("prod"), namespace("secret"),
     service("web", "shop", ips=("10.0.0.10",), ports=(("http", 80, "TCP"),)),
@@ -45,6 +50,11 @@ CLUSTER = [
     headless("queue", "shop"),
     endpoint_slice("queue-1", "queue", [endpoint("10.1.2.1", ready=False), endpoint("10.1.2.2", ready=False),
                                         endpoint("10.1.2.3", ready=False)], ns="shop"),
+    publishing_not_ready(headless("peers", "shop")),
+    # Marked not ready although the service publishes them: not what the EndpointSlice
+    # controller writes, but a manifest may say it, and CoreDNS reads the condition alone.
+    endpoint_slice("peers-1", "peers", [endpoint("10.1.3.1", "peer-0"), endpoint("10.1.3.2", "peer-1", ready=False)],
+                   ns="shop"),
     service("empty", "shop", ips=("10.0.0.40",)),
     external("docs", "www.example.org", ns="shop"),
     external("alias", "web.shop.svc.cluster.local", ns="shop"),
@@ -145,8 +155,9 @@ def test_a_clusterip_service(cluster):
     assert [a.split()[-1] for a in out["answer"]] == ["10.0.0.10"]
     last = out["steps"][-1]
     assert last["verdict"] == "answered"
-    assert last["reason"].startswith("ClusterIP service `shop/web` (10.0.0.10); 2 ready endpoints in 1 EndpointSlice")
-    assert last["ready_endpoints"] == 2 and last["cluster_ips"] == ["10.0.0.10"]
+    assert last["reason"].startswith("ClusterIP service `shop/web` (10.0.0.10); 2 ready endpoints, 1 not ready, "
+                                     "in 1 EndpointSlice; publishNotReadyAddresses is false")
+    assert last["ready_endpoints"] == 2 and last["not_ready_endpoints"] == 1 and last["cluster_ips"] == ["10.0.0.10"]
 
 
 def test_aaaa_of_a_dual_stack_service_and_nodata_of_a_v4_one(cluster):
@@ -205,15 +216,36 @@ def test_the_apex_and_dns_version(cluster):
 # ------------------------------------------------------------------ failure reasons
 
 
+QUEUE_NONE_READY = ("headless service `shop/queue`; 0 ready endpoints, 3 not ready, in 1 EndpointSlice; "
+                    "publishNotReadyAddresses is false: endpoints that are not ready are never served "
+                    "(with true, the EndpointSlice controller marks every endpoint ready); "
+                    "a headless service without ready endpoints has no records")
+
+
+def endpoint_counts(step: dict) -> tuple[int, int, bool]:
+    return step["ready_endpoints"], step["not_ready_endpoints"], step["publish_not_ready_addresses"]
+
+
 def test_headless_service_without_ready_endpoints(cluster):
     out = explain(cluster, svc("queue"))
     assert out["rcode"] == "NXDOMAIN"
-    reason = step_of(out, "kubernetes")["reason"]
-    assert reason.startswith("headless service `shop/queue`; 0 ready endpoints in 1 EndpointSlice; "
-                             "endpoints that are not ready are never served")
-    assert "publishNotReadyAddresses" in reason
-    assert "a headless service without ready endpoints has no records" in reason
-    assert step_of(out, "kubernetes")["ready_endpoints"] == 0
+    step = step_of(out, "kubernetes")
+    assert step["reason"] == QUEUE_NONE_READY
+    assert endpoint_counts(step) == (0, 3, False)
+    assert explained_answer(out) == dns_answer(cluster, svc("queue"), "A") == ("NXDOMAIN", [])
+
+
+def test_endpoints_marked_not_ready_although_the_service_publishes_them(cluster):
+    out = explain(cluster, "peer-1." + svc("peers"))
+    assert out["rcode"] == "NXDOMAIN"
+    step = step_of(out, "kubernetes")
+    assert step["reason"] == ("headless service `shop/peers`; 1 ready endpoint, 1 not ready, in 1 EndpointSlice; "
+                              "publishNotReadyAddresses is true, yet their EndpointSlices mark them not ready, and "
+                              "an endpoint's ready condition decides; no ready endpoint is named `peer-1` "
+                              "(ready ones: peer-0)")
+    assert endpoint_counts(step) == (1, 1, True)
+    assert explained_answer(out) == dns_answer(cluster, "peer-1." + svc("peers"), "A") == ("NXDOMAIN", [])
+    assert dns_answer(cluster, svc("peers"), "A") == ("NOERROR", [svc("peers") + " A 10.1.3.1"])
 
 
 def test_clusterip_service_without_endpoints_still_answers(cluster):
@@ -332,7 +364,8 @@ TABLE = [
     ("_http._tcp." + svc("web"), "SRV"), ("_http._udp." + svc("web"), "SRV"), ("_nope._tcp." + svc("web"), "SRV"),
     (svc("dual"), "A"), (svc("dual"), "AAAA"), (svc("api", "dev"), "A"), (svc("api", "prod"), "A"),
     (svc("api"), "A"), (svc("db"), "A"), (svc("db"), "SRV"), ("db-0." + svc("db"), "A"), ("db-1." + svc("db"), "SRV"),
-    ("db-7." + svc("db"), "A"), (svc("queue"), "A"), (svc("queue"), "SRV"), (svc("empty"), "A"),
+    ("db-7." + svc("db"), "A"), (svc("queue"), "A"), (svc("queue"), "SRV"), (svc("peers"), "A"),
+    ("peer-1." + svc("peers"), "A"), (svc("empty"), "A"),
     (svc("docs"), "A"), (svc("docs"), "AAAA"), (svc("docs"), "CNAME"), (svc("alias"), "A"),
     (svc("hidden", "secret"), "A"), (svc("web", "nope"), "A"), ("shop.svc.cluster.local.", "A"),
     ("shop.svc.cluster.local.", "TXT"), ("secret.svc.cluster.local.", "A"), ("svc.cluster.local.", "A"),

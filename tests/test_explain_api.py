@@ -13,7 +13,8 @@ import pytest
 from pydns.testing import ServerThread
 from pydns.testing.fakeapi import FakeApiServer
 from pydns.testing.upstream import Upstream
-from tests.test_explain import explain, get, http_port, step_of
+from tests.kube_cluster import endpoint, endpoint_slice, headless
+from tests.test_explain import QUEUE_NONE_READY, dns_answer, endpoint_counts, explain, get, http_port, step_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,6 +90,65 @@ def test_an_unsynced_plugin_says_why_it_answers_servfail(api, served):
     api.recover()
     out = wait_for_rcode(srv, "web.shop.svc.cluster.local.", "NOERROR")
     assert [a.split()[-1] for a in out["answer"]] == ["10.0.0.10"]
+
+
+def wait_for_reason(srv: ServerThread, name: str, part: str) -> dict:
+    deadline = time.monotonic() + 10
+    while True:
+        out = explain(srv, name)
+        if part in step_of(out, "kubernetes")["reason"]:
+            return out
+        assert time.monotonic() < deadline, out
+        time.sleep(0.05)
+
+
+def soa_serial(srv: ServerThread, name: str) -> int:
+    """The zone's SOA serial in a NODATA answer: the time of the store's last change."""
+    msg = srv.query(name, "TXT")
+    assert msg.rcode() == dns.rcode.NOERROR and not msg.answer, msg
+    return msg.authority[0][0].serial
+
+
+def queue_slice(*endpoints) -> dict:
+    return endpoint_slice("queue-1", "queue", list(endpoints), ns="shop")
+
+
+def test_not_ready_endpoints_are_counted_and_change_no_answer(api, served):
+    queue = "queue.shop.svc.cluster.local."
+    api.create(headless("queue", "shop"))
+    api.create(queue_slice(*(endpoint(f"10.1.2.{i}", ready=False) for i in (2, 3, 4))))
+    srv = served()
+    out = wait_for_reason(srv, queue, "3 not ready")
+    step = step_of(out, "kubernetes")
+    assert step["reason"] == QUEUE_NONE_READY  # as from manifests (test_explain)
+    assert endpoint_counts(step) == (0, 3, False)
+    assert out["rcode"] == "NXDOMAIN" and dns_answer(srv, queue, "A") == ("NXDOMAIN", [])
+
+    api.update(queue_slice(endpoint("10.1.2.1"), *(endpoint(f"10.1.2.{i}", ready=False) for i in (2, 3, 4))))
+    out = wait_for_rcode(srv, queue, "NOERROR")
+    assert step_of(out, "kubernetes")["reason"].startswith(
+        "headless service `shop/queue`; 1 ready endpoint, 3 not ready, in 1 EndpointSlice")
+    answered = dns_answer(srv, queue, "A")
+    assert answered == ("NOERROR", [queue + " A 10.1.2.1"])
+    serial = soa_serial(srv, queue)
+    time.sleep(1.1)  # a change that reached the answers would show in the SOA serial (seconds)
+
+    # One more endpoint that is not ready: explain counts it, and no answer changes at all.
+    api.update(queue_slice(endpoint("10.1.2.1"), *(endpoint(f"10.1.2.{i}", ready=False) for i in (2, 3, 4, 5))))
+    step = step_of(wait_for_reason(srv, queue, "4 not ready"), "kubernetes")
+    assert (step["ready_endpoints"], step["not_ready_endpoints"]) == (1, 4)
+    assert dns_answer(srv, queue, "A") == answered
+    assert soa_serial(srv, queue) == serial
+
+    # The service publishing not-ready addresses: the EndpointSlice controller then marks them ready.
+    published = headless("queue", "shop")
+    published["spec"]["publishNotReadyAddresses"] = True
+    api.update(published)
+    api.update(queue_slice(*(endpoint(f"10.1.2.{i}") for i in (1, 2, 3, 4, 5))))
+    out = wait_for_reason(srv, queue, "5 ready endpoints in 1 EndpointSlice")
+    step = step_of(out, "kubernetes")
+    assert (step["not_ready_endpoints"], step["publish_not_ready_addresses"]) == (0, True)
+    assert dns_answer(srv, queue, "A") == ("NOERROR", sorted(f"{queue} A 10.1.2.{i}" for i in (1, 2, 3, 4, 5)))
 
 
 def test_a_client_that_leaves_during_an_explanation_costs_nothing(serve):

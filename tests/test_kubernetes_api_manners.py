@@ -23,6 +23,7 @@ import pytest
 
 from pydns import metrics
 from pydns.plugins.kubernetes import api as api_module
+from pydns.plugins.kubernetes.objects import NOT_READY_COUNT
 from pydns.testing import ServerThread
 from pydns.testing.fakeapi import FakeApiServer
 from tests.conftest import free_port
@@ -381,6 +382,7 @@ def test_endpoint_slices_keep_only_ready_endpoints_and_what_names_them(api, sour
     assert kept["endpoints"] == [{"addresses": ["10.1.0.1"], "hostname": "a", "zone": "z1",
                                   "targetRef": {"name": "web-a"}}]
     assert kept["addressType"] == "IPv4" and kept["ports"] == raw["ports"]
+    assert kept[NOT_READY_COUNT] == 1  # of the endpoints not served, only their count
     assert kept["metadata"]["labels"] == {"kubernetes.io/service-name": "web"}
 
 

@@ -14,12 +14,13 @@ import pytest
 
 from pydns.corefile import CorefileError, parse
 from pydns.plugins.kubernetes import api as api_module
-from pydns.plugins.kubernetes.snapshot import MAX_BYTES
+from pydns.plugins.kubernetes.snapshot import MAX_BYTES, SCHEMA
 from pydns.server import Instance, build
 from pydns.testing.fakeapi import FakeApiServer
 from tests.conftest import free_port
 from tests.kube_api_dns import answer, http_get, kube_server, metric, setup_error, wait_for
-from tests.kube_cluster import cluster, service
+from tests.kube_cluster import cluster, endpoint, endpoint_slice, headless, service
+from tests.test_explain import endpoint_counts, explain, step_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -104,6 +105,37 @@ def test_warm_start_serves_the_snapshot_while_the_api_is_down_then_the_apis_stat
         srv.stop()
 
 
+def test_not_ready_counts_are_kept_even_when_only_they_changed(api, tmp_path):
+    """What ``pydns explain`` says of endpoints that are not ready (their count, the service's
+    publishNotReadyAddresses) comes back from the snapshot, also after a change of the count
+    alone, which changes no answer."""
+    path = tmp_path / "dns.snapshot"
+    name = "hdls-notready.testns.svc.cluster.local."
+    with_explain = " explain 127.0.0.1:0\n"
+    published = headless("hdls-notready")
+    published["spec"]["publishNotReadyAddresses"] = True
+    api.update(published)
+    srv = kube_server(api, tmp_path, snapshot_options(path), plugins=with_explain)
+    try:
+        wait_for(path.exists, what="the snapshot written after the first sync")
+        assert step_of(explain(srv, name), "kubernetes")["not_ready_endpoints"] == 1
+        # Only the count changes from here on: no answer does, yet the file must.
+        api.update(endpoint_slice("hdls-notready-abcde", "hdls-notready",
+                                  [endpoint("172.0.0.40", ready=False), endpoint("172.0.0.41", ready=False)]))
+        wait_for(lambda: step_of(explain(srv, name), "kubernetes")["not_ready_endpoints"] == 2, what="the new count")
+    finally:
+        srv.stop()  # writes the snapshot at shutdown
+    api.outage()
+    srv = kube_server(api, tmp_path, snapshot_options(path), plugins=with_explain, name="kubeconfig2")
+    try:
+        out = explain(srv, name)
+        step = step_of(out, "kubernetes")
+        assert endpoint_counts(step) == (0, 2, True)
+        assert out["rcode"] == "NXDOMAIN" and answer(srv, name)[0] == "NXDOMAIN"
+    finally:
+        srv.stop()
+
+
 def _rewrite(data: bytes, header_change=None, body_change=None) -> bytes:
     """The snapshot with its header or body changed (the checksum made to match the new body)."""
     magic, header, body = data.split(b"\n", 2)
@@ -124,7 +156,7 @@ def _is_good(path) -> bool:
         fields = json.loads(header)
     except ValueError:  # still the bad one
         return False
-    return fields["schema"] == 1 and fields["sha256"] == hashlib.sha256(body).hexdigest()
+    return fields["schema"] == SCHEMA and fields["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 def _flip_byte(data: bytes) -> bytes:

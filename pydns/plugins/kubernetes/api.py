@@ -21,8 +21,9 @@ Per kind, as client-go's reflector does it:
   ignores ``limit``; ``limit``/``continue`` pages are followed where the server pages),
   then a watch from the list's resourceVersion.
 * **Atomic.** Whatever the way, the whole state of the kind is collected first (objects are
-  slimmed: no managed fields, no last-applied annotation, only ready endpoints, only a pod's
-  addresses; and packed as JSON, see responses.py) and handed to the index in one loop
+  slimmed: no managed fields, no last-applied annotation, only ready endpoints (and a count
+  of the others), only a pod's addresses; and packed as JSON, see responses.py) and handed
+  to the index in one loop
   callback, ``index.replace(kind, objects)`` (a sequence of dicts, each parsed when read):
   a query never sees half of an old state and half of a new one.
 * **Watch.** Events are applied one by one (``index.upsert``/``index.delete``).  A watch

@@ -3,12 +3,13 @@
 ``why(plugin, key, qtype)`` reads the store and the options the way the renderer does and
 says what the name is (a service, an endpoint, a pod, a namespace...) or why it does not
 exist: the namespace is missing or not served, no service has that name there (and where
-services with that name do exist), the service has no ready endpoints, the name looks like
-a client's search-list expansion.  It decides nothing: the answer a query gets comes from
-the plugin itself, and this only says what it was made from.
+services with that name do exist), the service has no ready endpoints (and how many are not
+ready, and whether it publishes not-ready addresses), the name looks like a client's
+search-list expansion.  It decides nothing: the answer a query gets comes from the plugin
+itself, and this only says what it was made from.
 
-The store keeps the ready endpoints only (``objects.read_slice``), so of endpoints that are
-not ready it can say that they are not served, not how many there are.
+The store keeps the ready endpoints, and of the others only their count per slice
+(``objects.read_slice``): it can say how many are not served, not which.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from .packing import TYPE_A, TYPE_AAAA, ip_of_reverse, wire_labels
 
 KIND_NAMES = {CLUSTER_IP: "ClusterIP", HEADLESS: "headless", EXTERNAL: "ExternalName"}
 SHOWN = 10  # names listed at most in one reason (namespaces, endpoints)
-NOT_READY = ("endpoints that are not ready are never served (the store keeps only ready ones; "
-             "with publishNotReadyAddresses: true the EndpointSlice controller marks every endpoint ready)")
 
 
 def explain(plugin, req, answer: Answer) -> tuple[str, dict]:
@@ -108,16 +107,21 @@ def _service(plugin, labels: list[str], ns: str, qtype: int, fields: dict) -> tu
         return _external(plugin, svc, labels, qtype, fields)
     slices = store.slices_of((ns, name))
     ready = sum(len(sl.ips) for sl in slices)
-    fields.update(ready_endpoints=ready, endpoint_slices=len(slices))
+    not_ready = sum(sl.not_ready for sl in slices)
+    fields.update(ready_endpoints=ready, not_ready_endpoints=not_ready, endpoint_slices=len(slices),
+                  publish_not_ready_addresses=svc.publish_not_ready)
     what = f"{kind} service `{ns}/{name}`"
     if svc.kind == CLUSTER_IP:
         what += f" ({', '.join(svc.ips) or 'no cluster IP'})"
         fields["cluster_ips"] = list(svc.ips)
-    what += f"; {ready} ready endpoint{'s' if ready != 1 else ''} in {len(slices)} EndpointSlice{'s' if len(slices) != 1 else ''}"
+    what += f"; {ready} ready endpoint{'s' if ready != 1 else ''}"
+    if not_ready:
+        what += f", {not_ready} not ready,"
+    what += f" in {len(slices)} EndpointSlice{'s' if len(slices) != 1 else ''}"
     if plugin.options.noendpoints:
         what += " (`noendpoints`: endpoints are not watched)"
-    elif not ready:
-        what += "; " + NOT_READY
+    elif not_ready:
+        what += "; " + _not_ready(svc.publish_not_ready)
     n = len(labels)
     if n == 3:
         if svc.kind == HEADLESS and not ready:
@@ -139,6 +143,17 @@ def _service(plugin, labels: list[str], ns: str, qtype: int, fields: dict) -> tu
     ports = ", ".join(f"{p or '(unnamed)'}/{proto} {port}" for p, proto, port in svc.ports if port >= 0)
     fields["port"] = f"{labels[0]}.{labels[1]}"
     return f"{what}; the port name `{labels[0]}.{labels[1]}` is matched against its ports ({ports or 'none'})", fields
+
+
+def _not_ready(published: bool) -> str:
+    """Why endpoints that are not ready are not served, by the service's publishNotReadyAddresses."""
+    if published:
+        # The EndpointSlice controller marks every endpoint of such a service ready: these
+        # were marked by something else (a manifest, another controller).
+        return ("publishNotReadyAddresses is true, yet their EndpointSlices mark them not ready, "
+                "and an endpoint's ready condition decides")
+    return ("publishNotReadyAddresses is false: endpoints that are not ready are never served "
+            "(with true, the EndpointSlice controller marks every endpoint ready)")
 
 
 def _endpoint_name(wire_label: bytes) -> str:

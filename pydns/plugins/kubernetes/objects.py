@@ -19,6 +19,9 @@ MCS_SERVICE_NAME_LABEL = "multicluster.kubernetes.io/service-name"
 SOURCE_CLUSTER_LABEL = "multicluster.kubernetes.io/source-cluster"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 NO_PORTS = (("", "", -1),)
+# What the API source's slimming (responses.slim) leaves of a slice's not-ready endpoints: their
+# address count, under a name no API object has.
+NOT_READY_COUNT = "pydns/notReady"
 SVC = b"\x03svc"
 _V4_MAPPED = bytes(10) + b"\xff\xff"  # CoreDNS's sentinel: names without ports still get address records
 
@@ -100,13 +103,15 @@ class Service:
 
     ``external``: what *k8s_external* serves, as CoreDNS collects it: ``spec.externalIPs``,
     then each load balancer ingress's IP (or, without one, its hostname).
+    ``publish_not_ready``: ``spec.publishNotReadyAddresses`` (for ``pydns explain`` only).
     """
 
-    __slots__ = ("ns", "name", "kind", "ips", "ports", "target", "base", "external")
+    __slots__ = ("ns", "name", "kind", "ips", "ports", "target", "base", "external", "publish_not_ready")
 
-    def __init__(self, ns: str, name: str, kind: int, ips: tuple, ports: tuple, target: str, external: tuple = ()):
+    def __init__(self, ns: str, name: str, kind: int, ips: tuple, ports: tuple, target: str, external: tuple = (),
+                 publish_not_ready: bool = False):
         self.ns, self.name, self.kind, self.ips, self.ports, self.target = ns, name, kind, ips, ports, target
-        self.external = external
+        self.external, self.publish_not_ready = external, publish_not_ready
         try:
             self.base = label(name) + label(ns) + SVC
         except ValueError:
@@ -119,7 +124,8 @@ class Service:
 
     @property
     def state(self) -> tuple:
-        return (self.ns, self.name, self.kind, self.ips, self.ports, self.target, self.external)
+        return (self.ns, self.name, self.kind, self.ips, self.ports, self.target, self.external,
+                self.publish_not_ready)
 
 
 def _external_addresses(obj: dict, spec: dict) -> tuple:
@@ -148,6 +154,7 @@ def read_service(obj: dict) -> Service | None:
         return None
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
     external = _external_addresses(obj, spec)
+    publish = spec.get("publishNotReadyAddresses") is True
     if spec.get("type") == "ExternalName":
         target = str(spec.get("externalName") or "").strip().rstrip(".")
         # An address is no CNAME target: CoreDNS serves nothing for such a service.
@@ -158,9 +165,9 @@ def read_service(obj: dict) -> Service | None:
     if not isinstance(raw_ips, list):
         raw_ips = [raw_ips]
     if raw_ips and raw_ips[0] == "None":
-        return Service(ns, name, HEADLESS, (), _ports(spec.get("ports")), "", external)
+        return Service(ns, name, HEADLESS, (), _ports(spec.get("ports")), "", external, publish)
     ips = tuple(ip for ip in map(canonical_ip, raw_ips) if ip is not None)
-    return Service(ns, name, CLUSTER_IP, ips, _ports(spec.get("ports")), "", external)
+    return Service(ns, name, CLUSTER_IP, ips, _ports(spec.get("ports")), "", external, publish)
 
 
 class Slice:
@@ -171,15 +178,16 @@ class Slice:
     name that is the dashed address (most endpoints have no hostname) is kept as None and
     made again when asked for.  ``zones`` (read for ``zonal`` only) is each endpoint's
     topology zone, lower-cased, or None; ``cluster`` is a multi-cluster slice's source
-    cluster (``multicluster``).
+    cluster (``multicluster``).  ``not_ready`` counts the addresses of the endpoints that are
+    not served (for ``pydns explain``); the endpoints themselves are not kept.
     """
 
-    __slots__ = ("ns", "service", "ports", "ips", "names", "zones", "cluster")
+    __slots__ = ("ns", "service", "ports", "ips", "names", "zones", "cluster", "not_ready")
 
     def __init__(self, ns: str, service: str, ports: tuple, ips: tuple, names: tuple, zones: tuple = (),
-                 cluster: str = ""):
+                 cluster: str = "", not_ready: int = 0):
         self.ns, self.service, self.ports, self.ips, self.names = ns, service, ports, ips, names
-        self.zones, self.cluster = zones, cluster
+        self.zones, self.cluster, self.not_ready = zones, cluster, not_ready
 
     @property
     def endpoints(self):
@@ -188,6 +196,10 @@ class Slice:
             yield ip, name if name is not None else label(dashed(ip), remember=False)
 
     def __eq__(self, other) -> bool:
+        return self.answers_as(other) and self.not_ready == other.not_ready
+
+    def answers_as(self, other) -> bool:
+        """Whether ``other`` makes the same DNS answers (it may differ in ``not_ready``)."""
         return (isinstance(other, Slice) and self.ns == other.ns and self.service == other.service
                 and self.ports == other.ports and self.ips == other.ips and self.names == other.names
                 and self.zones == other.zones and self.cluster == other.cluster)
@@ -197,7 +209,7 @@ class Slice:
 
 def read_slice(obj: dict, pod_names: bool, zonal: bool = False,
                service_label: str = SERVICE_NAME_LABEL) -> Slice | None:
-    """The ready addresses of a slice; with ``pod_names`` an address without a hostname is
+    """The ready addresses of a slice, and how many are not ready; with ``pod_names`` an address without a hostname is
     named after its pod (``endpoint_pod_names``); with ``zonal`` each endpoint's zone is kept.
     ``service_label`` names the label that says whose slice it is (a ServiceImport's, for
     multi-cluster slices, whose source cluster is kept too)."""
@@ -208,11 +220,13 @@ def read_slice(obj: dict, pod_names: bool, zonal: bool = False,
         return None
     cluster = str(labels.get(SOURCE_CLUSTER_LABEL) or "") if service_label == MCS_SERVICE_NAME_LABEL else ""
     ips, names, zones = [], [], []
+    counted = obj.get(NOT_READY_COUNT)
+    not_ready = counted if type(counted) is int and counted > 0 else 0
     for ep in obj.get("endpoints") or ():
         if not isinstance(ep, dict):
             continue
-        conditions = ep.get("conditions") if isinstance(ep.get("conditions"), dict) else {}
-        if conditions.get("ready") is False:  # unset means ready, as the API documents
+        if not endpoint_ready(ep):
+            not_ready += address_count(ep)
             continue
         zone = ep.get("zone") if zonal and isinstance(ep.get("zone"), str) and ep.get("zone") else None
         hostname = str(ep.get("hostname") or "")
@@ -236,7 +250,19 @@ def read_slice(obj: dict, pod_names: bool, zonal: bool = False,
                 zones.append(zone.lower() if zone else None)
     names, zones = tuple(names), tuple(zones)
     return Slice(ns, service, _ports(obj.get("ports")), tuple(ips), names if any(names) else _shared(names),
-                 zones if any(zones) else (), cluster)
+                 zones if any(zones) else (), cluster, not_ready)
+
+
+def endpoint_ready(ep: dict) -> bool:
+    """Whether an endpoint is served: CoreDNS reads its ``ready`` condition alone (unset means
+    ready, as the API documents; ``serving`` and ``terminating`` are not looked at)."""
+    conditions = ep.get("conditions")
+    return not isinstance(conditions, dict) or conditions.get("ready") is not False
+
+
+def address_count(ep: dict) -> int:
+    """The addresses of an endpoint that parse (those ``read_slice`` would serve were it ready)."""
+    return sum(1 for raw in ep.get("addresses") or () if canonical_ip(raw) is not None)
 
 
 def trigger_time(obj: dict) -> str | None:

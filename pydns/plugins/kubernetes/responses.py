@@ -24,6 +24,8 @@ import marshal
 from array import array
 from collections.abc import Sequence
 
+from .objects import NOT_READY_COUNT, address_count, endpoint_ready
+
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _HEAVY_METADATA = ("managedFields", "ownerReferences", "finalizers")
 _POD_STATUS = ("phase", "podIP", "podIPs")
@@ -42,22 +44,17 @@ def slim(kind: str, obj: dict) -> dict:
         if isinstance(annotations, dict):
             annotations.pop(LAST_APPLIED, None)
     if kind in ("EndpointSlice", "MultiClusterEndpointSlice"):
+        # Endpoints that are not served are only counted (``pydns explain`` tells how many).
+        endpoints = [ep for ep in obj.get("endpoints") or () if isinstance(ep, dict)]
         return {"metadata": meta, "addressType": obj.get("addressType"), "ports": obj.get("ports"),
-                "endpoints": [_slim_endpoint(ep) for ep in obj.get("endpoints") or () if _ready(ep)]}
+                "endpoints": [_slim_endpoint(ep) for ep in endpoints if endpoint_ready(ep)],
+                NOT_READY_COUNT: sum(address_count(ep) for ep in endpoints if not endpoint_ready(ep))}
     if kind == "Pod":
         status, spec = obj.get("status"), obj.get("spec")
         return {"metadata": meta,
                 "status": {k: status[k] for k in _POD_STATUS if k in status} if isinstance(status, dict) else {},
                 "spec": {k: spec[k] for k in _POD_SPEC if k in spec} if isinstance(spec, dict) else {}}
     return obj
-
-
-def _ready(endpoint) -> bool:
-    """Only ready endpoints are served (an unset condition means ready, as the API documents)."""
-    if not isinstance(endpoint, dict):
-        return False
-    conditions = endpoint.get("conditions")
-    return not isinstance(conditions, dict) or conditions.get("ready") is not False
 
 
 def _slim_endpoint(endpoint: dict) -> dict:

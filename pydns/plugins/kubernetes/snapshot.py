@@ -7,7 +7,7 @@
 The file is a magic line, a header line and a body::
 
     pydns-kubernetes-snapshot
-    {"schema": 1, "made_for": {...}, "written": 1765000000.0, "length": N, "sha256": "..."}
+    {"schema": 2, "made_for": {...}, "written": 1765000000.0, "length": N, "sha256": "..."}
     <N bytes: the store as JSON>
 
 ``made_for`` says what the store was built for: the API server's URL, the zones, the kinds
@@ -41,7 +41,7 @@ from .packing import label
 log = logging.getLogger("plugin/kubernetes")
 
 MAGIC = b"pydns-kubernetes-snapshot\n"
-SCHEMA = 1
+SCHEMA = 2  # 2: services keep publishNotReadyAddresses, slices their not-ready count
 MAX_BYTES = 256 * 1024 * 1024  # larger files are not read (nor written)
 MAX_HEADER = 4096
 DEFAULT_INTERVAL = 60.0
@@ -57,7 +57,7 @@ class Snapshot:
         self.path = path
         self.interval = interval
         self.made_for = made_for
-        self.saved_generation: int | None = None
+        self.saved_generation: tuple | None = None
 
     # ================================================================ reading
     def load(self, index) -> bool:
@@ -111,10 +111,10 @@ class Snapshot:
     # ================================================================ writing
     async def save(self, index) -> None:
         """Write the index's store, unless nothing changed since the last write."""
-        if self.saved_generation == index.generation:
+        generation = (index.generation, index.store.quiet_changes)
+        if self.saved_generation == generation:
             return
         state = capture(index.store, self.made_for["kinds"])
-        generation = index.generation
         try:
             size = await asyncio.to_thread(self.write, state)
         except (OSError, SnapshotError) as exc:
@@ -165,10 +165,10 @@ def capture(store, kinds) -> dict:
 def encode(state: dict) -> dict:
     return {
         "namespaces": sorted(state["Namespace"]),
-        "services": [[s.ns, s.name, s.kind, list(s.ips), [list(p) for p in s.ports], s.target]
+        "services": [[s.ns, s.name, s.kind, list(s.ips), [list(p) for p in s.ports], s.target, s.publish_not_ready]
                      for s in state["Service"]],
         "slices": [[key[0], key[1], sl.service, [list(p) for p in sl.ports], list(sl.ips),
-                    [None if n is None else n[1:].decode("latin-1") for n in sl.names]]
+                    [None if n is None else n[1:].decode("latin-1") for n in sl.names], sl.not_ready]
                    for key, sl in state["EndpointSlice"]],
         "pods": [[key[0], key[1], ip] for key, ip in state["Pod"]],
     }
@@ -207,19 +207,25 @@ def _namespace(row) -> tuple:
 
 
 def _service(row) -> tuple:
-    ns, name, kind, ips, ports, target = row
+    ns, name, kind, ips, ports, target, publish_not_ready = row
     if kind not in (0, 1, 2):
         raise ValueError(f"service kind {kind!r}")
-    svc = Service(_text(ns), _text(name), kind, tuple(_address(ip) for ip in ips), _ports(ports), _text(target))
+    if not isinstance(publish_not_ready, bool):
+        raise TypeError(f"publishNotReadyAddresses {publish_not_ready!r}")
+    svc = Service(_text(ns), _text(name), kind, tuple(_address(ip) for ip in ips), _ports(ports), _text(target),
+                  publish_not_ready=publish_not_ready)
     return (svc.ns, svc.name), svc, None
 
 
 def _slice(row) -> tuple:
-    ns, name, service, ports, ips, names = row
+    ns, name, service, ports, ips, names, not_ready = row
     if len(ips) != len(names):
         raise ValueError(f"slice {ns}/{name}: {len(ips)} addresses but {len(names)} names")
+    if type(not_ready) is not int or not_ready < 0:
+        raise ValueError(f"slice {ns}/{name}: not-ready count {not_ready!r}")
     wire = tuple(None if n is None else label(_text(n), remember=False) for n in names)
-    sl = Slice(_text(ns), _text(service), _ports(ports), tuple(_address(ip) for ip in ips), wire)
+    sl = Slice(_text(ns), _text(service), _ports(ports), tuple(_address(ip) for ip in ips), wire,
+               not_ready=not_ready)
     return (sl.ns, _text(name)), sl, None
 
 

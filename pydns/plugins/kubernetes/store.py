@@ -114,6 +114,9 @@ class Store:
         self.mc_slices_by_import = MultiIndex()  # (ns, service import) -> multi-cluster slice keys
         self.touched: set[tuple] = set()
         self.v6_holders = 0  # services and slices with an IPv6 address (families.py)
+        # Changes that alter no answer and so touch nothing (a slice's not-ready count alone):
+        # what is saved of the store (snapshot.py) must still see them.
+        self.quiet_changes = 0
 
     def drain(self) -> set[tuple]:
         """The dependency keys touched since the last drain."""
@@ -176,6 +179,8 @@ class Store:
         old = self.slices.get(key)
         if old == sl:
             return False
+        if self._recount(self.slices, key, old, sl):
+            return True
         self.v6_holders += _v6(sl) - _v6(old)
         for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
             if held is not None:
@@ -204,6 +209,8 @@ class Store:
         old = self.mc_slices.get(key)
         if old == sl:
             return False
+        if self._recount(self.mc_slices, key, old, sl):
+            return True
         for held, file in ((old, MultiIndex.discard), (sl, MultiIndex.add)):
             if held is not None:
                 self.touched.add(import_dep(held.ns, held.service))
@@ -212,6 +219,15 @@ class Store:
             del self.mc_slices[key]
         else:
             self.mc_slices[key] = sl
+        return True
+
+    def _recount(self, held: dict, key, old: Slice | None, sl: Slice | None) -> bool:
+        """Store ``sl`` in place of ``old`` if only their not-ready counts differ (True): every
+        rendered answer still holds, so nothing is touched."""
+        if old is None or not old.answers_as(sl):
+            return False
+        held[key] = sl
+        self.quiet_changes += 1
         return True
 
     def _file(self, index: MultiIndex, ips: tuple, key, file) -> None:
