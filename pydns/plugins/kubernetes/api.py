@@ -1,5 +1,9 @@
 """The kubernetes plugin's API source: list+watch against a Kubernetes API server.
 
+(Longer than the plugin's other modules: the reflector below is one state machine, sync,
+watch, 410 and failure, and reads best whole.  The connection, rate limits, backoff and
+REST metrics are in client.py; reading list and watch responses is in responses.py.)
+
     source = ApiSource(index, kubeconfig=("/etc/kubeconfig", None), labels="app=web")
     await source.start()      # returns at once; one background thread per kind
     source.synced()           # True once every kind has been listed in full
