@@ -36,11 +36,10 @@ def ask(srv: ServerThread, name: str, rdtype: str = "A", rdclass: str = "IN", tc
     return fn(q, host, port=port, timeout=3)
 
 
-class CapturingUpstream:
-    """A UDP DNS server that keeps every query it gets (raw) and answers it with NXDOMAIN."""
+class UdpResponder:
+    """A UDP DNS server on 127.0.0.1 in a thread of its own: ``reply(data)`` makes each answer."""
 
     def __init__(self):
-        self.queries: list[dns.message.Message] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
@@ -49,19 +48,33 @@ class CapturingUpstream:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def reply(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while self.running:
             try:
                 data, addr = self.sock.recvfrom(4096)
             except OSError:
                 continue
-            query = dns.message.from_wire(data)
-            self.queries.append(query)
-            reply = dns.message.make_response(query)
-            reply.set_rcode(dns.rcode.NXDOMAIN)
-            self.sock.sendto(reply.to_wire(), addr)
+            self.sock.sendto(self.reply(data), addr)
 
     def stop(self) -> None:
         self.running = False
         self.thread.join(2)
         self.sock.close()
+
+
+class CapturingUpstream(UdpResponder):
+    """Keeps every query it gets (raw) and answers it with NXDOMAIN."""
+
+    def __init__(self):
+        self.queries: list[dns.message.Message] = []
+        super().__init__()
+
+    def reply(self, data: bytes) -> bytes:
+        query = dns.message.from_wire(data)
+        self.queries.append(query)
+        reply = dns.message.make_response(query)
+        reply.set_rcode(dns.rcode.NXDOMAIN)
+        return reply.to_wire()

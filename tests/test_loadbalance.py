@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections import Counter
 
 import dns.rcode
@@ -14,6 +12,7 @@ from dnslib import QTYPE, RR, A, CNAME, DNSRecord
 from pydns.corefile import CorefileError
 from pydns.testing import ServerThread
 from pydns.testing.upstream import Upstream
+from tests.plugin_cases import UdpResponder
 
 ROUNDS = 120
 
@@ -43,35 +42,18 @@ def hosts_with(path) -> str:
     return f" hosts {path} {{\n  reload 0\n }}"
 
 
-class CraftedUpstream:
+class CraftedUpstream(UdpResponder):
     """Answers every query with fixed records, in the order given (A before its CNAME)."""
 
     def __init__(self, records: list[RR]):
         self.records = records
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        while self.running:
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except OSError:
-                continue
-            query = DNSRecord.parse(data)
-            reply = query.reply()
-            for rr in self.records:
-                reply.add_answer(rr)
-            self.sock.sendto(reply.pack(), addr)
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(2)
-        self.sock.close()
+    def reply(self, data: bytes) -> bytes:
+        reply = DNSRecord.parse(data).reply()
+        for rr in self.records:
+            reply.add_answer(rr)
+        return reply.pack()
 
 
 def test_round_robin_varies_the_order_and_keeps_the_set(serve, hosts_file):
