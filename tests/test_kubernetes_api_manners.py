@@ -282,14 +282,22 @@ def test_rest_client_metrics_count_requests_by_code_method_and_host(api, tmp_pat
             f" kubernetes {ZONE} {{\n  kubeconfig {path}\n  startup_timeout 300ms\n"
             f"  apiserver_max_inflight 2\n }}\n}}\n")
     host = f"127.0.0.1:{server.port}"
-    with ServerThread(text):
-        wait_for(lambda: server.count(kind="EndpointSlice") >= 2, what="the forbidden kind to be retried")
-        body = metric_samples(metrics_port)
+    body = ""
 
     def value(name, **labels):
         pattern = name + r"\{" + ",".join(f'{k}="{re.escape(v)}"' for k, v in sorted(labels.items())) + r"\} (\S+)"
         found = re.search(pattern, body)
         return float(found.group(1)) if found else 0.0
+
+    def observed() -> bool:
+        # The fake counts a request when it arrives; the client observes it once the answer is in.
+        nonlocal body
+        body = metric_samples(metrics_port)
+        return value("coredns_kubernetes_rest_client_request_duration_seconds_count", host=host, verb="GET") >= 4
+
+    with ServerThread(text):
+        wait_for(lambda: server.count(kind="EndpointSlice") >= 2, what="the forbidden kind to be retried")
+        wait_for(observed, what="the requests to be observed by the client")
 
     assert value("coredns_kubernetes_rest_client_requests_total", code="200", host=host, method="GET") >= 2
     assert value("coredns_kubernetes_rest_client_requests_total", code="403", host=host, method="GET") >= 2
