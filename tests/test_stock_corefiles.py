@@ -1,9 +1,11 @@
 """Every Corefile in corefile_examples/ starts unchanged but for its paths and ports, and answers.
 
 Each stock Corefile is run as written, with only what points outside the test rewritten:
-ports become free ones on 127.0.0.1, /etc/resolv.conf names a test upstream, the
-kubernetes plugin reads a fake API server (through a kubeconfig) or manifests, and k3s's
-NodeHosts and the custom imports (k3s, AKS) are test files holding typical user additions.
+ports become free ones on 127.0.0.1, forward's upstreams (/etc/resolv.conf or addresses)
+become a test upstream on a free port (a resolv.conf cannot name a port, so it is replaced by
+the address), the kubernetes plugin reads a fake API server (through a kubeconfig) or
+manifests, and k3s's NodeHosts and the custom imports (k3s, AKS) are test files holding
+typical user additions.  Nothing binds a fixed port, so parallel runs cannot clash.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tests.conftest import free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "corefile_examples")
 # Kept as their distribution generates them, and expected to stop with this error (line, text).
-FAILING = {"openshift-generated.Corefile": (26, "plugin 'ocp_dnsnameresolver' is OpenShift-specific")}
+FAILING = {"openshift-generated.Corefile": (28, "plugin 'ocp_dnsnameresolver' is OpenShift-specific")}
 STARTING = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".Corefile") and f not in FAILING)
 # What operators add through custom imports: k3s's *.override (AAAA blocked on a v4-only
 # cluster), AKS's coredns-custom (a rewrite to the cluster's names), and an extra server block.
@@ -44,10 +46,10 @@ CLUSTER = [
 
 @pytest.fixture(scope="module")
 def upstream():
-    """A test upstream on 127.0.0.1:53, where a resolv.conf's nameserver lines point."""
+    """The test upstream every forward is pointed at, on a free port."""
     # It also stands in for the cluster DNS that NodeLocal DNSCache forwards cluster names to.
     up = Upstream(records={("example.org.", "A"): ["192.0.2.10"], ("corp.example.", "A"): ["192.0.2.20"],
-                           ("kubernetes.default.svc.cluster.local.", "A"): ["10.96.0.1"]}, port=53)
+                           ("kubernetes.default.svc.cluster.local.", "A"): ["10.96.0.1"]})
     up.start()
     yield up
     up.stop()
@@ -65,8 +67,6 @@ def localise(text: str, tmp, api, upstream) -> tuple[str, dict[str, int]]:
     """Point a stock Corefile at test files and free loopback ports; returns it and the HTTP ports."""
     http = {"health": free_port(), "ready": free_port(), "prometheus": free_port()}
     kubeconfig = api.kubeconfig(str(tmp / "kubeconfig"))
-    resolv = tmp / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\n")
     text = re.sub(r"^(\S.*?):(53|1053|5353) \{$", r"\1:0 {", text, flags=re.M)
     text = re.sub(r"^\s+bind .*\n", "", text, flags=re.M)  # NodeLocal DNSCache's link-local addresses
     text = re.sub(r"^(\S[^(]*?)\{$", lambda m: m.group(0) + "\n    bind 127.0.0.1", text, flags=re.M)
@@ -74,10 +74,10 @@ def localise(text: str, tmp, api, upstream) -> tuple[str, dict[str, int]]:
                   lambda m: f"{m.group(1)}health 127.0.0.1:{http['health']}{m.group(2) or ''}", text, flags=re.M)
     text = re.sub(r"^(\s+)ready\s*$", lambda m: f"{m.group(1)}ready 127.0.0.1:{http['ready']}", text, flags=re.M)
     text = re.sub(r"prometheus\s+\S*:(9153|9253)", f"prometheus 127.0.0.1:{http['prometheus']}", text)
-    if "kubeconfig" not in text and "manifests" not in text:
+    if not re.search(r"^\s+(?:kubeconfig|manifests)\s", text, flags=re.M):  # not the comments' words
         text = re.sub(r"^(\s+kubernetes .*\{)$", lambda m: m.group(1) + f"\n       kubeconfig {kubeconfig}", text, flags=re.M)
-    text = text.replace("/etc/resolv.conf", str(resolv))
-    text = re.sub(r"forward \. (?:\d+\.){3}\d+(?: (?:\d+\.){3}\d+)*", f"forward . 127.0.0.1:{upstream.port}", text)
+    text = re.sub(r"forward(\s+)\.\s+(?:/etc/resolv\.conf|(?:\d+\.){3}\d+(?: (?:\d+\.){3}\d+)*)",
+                  lambda m: f"forward{m.group(1)}. 127.0.0.1:{upstream.port}", text)
     text = text.replace("/etc/coredns/", f"{tmp}/coredns/")
     return text, http
 
