@@ -361,6 +361,24 @@ def dnsperf(port: int, datafile: str, seconds: float, qps: int | None = None, ou
     return result
 
 
+def add_dnsperf_options(p, *, rounds: int, max_seconds: float = 2.0, outstanding: int = 200, fixed_load: bool = True,
+                        max_seconds_flags: tuple[str, ...] = ("--max-seconds",), qps_help: str = "fixed offered load",
+                        workdir_help: str = "keep logs here", json_help: str = "write the figures as JSON") -> None:
+    """The options of a script that alternates dnsperf runs: --rounds, --max-seconds (the length
+    of each unthrottled run), with ``fixed_load`` --cpu-seconds and --qps (the runs at a fixed
+    offered load that CPU per query is read from), --outstanding, --workdir and --json.
+    Each script passes its own defaults; ``max_seconds_flags`` keeps an older spelling working."""
+    p.add_argument("--rounds", type=int, default=rounds, help="alternating rounds (default %(default)s)")
+    p.add_argument(*max_seconds_flags, dest="max_seconds", type=float, default=max_seconds,
+                   help="length of each unthrottled run (default %(default)s)")
+    if fixed_load:
+        p.add_argument("--cpu-seconds", type=float, default=2.0, help="length of each fixed-load run (default %(default)s)")
+        p.add_argument("--qps", type=int, default=5000, help=qps_help + " (default %(default)s)")
+    p.add_argument("--outstanding", type=int, default=outstanding, help="dnsperf queries in flight (default %(default)s)")
+    p.add_argument("--workdir", help=workdir_help)
+    p.add_argument("--json", metavar="PATH", help=json_help)
+
+
 # ---------------------------------------------------------------- figures and output
 def median(values):
     values = [v for v in values if v is not None]

@@ -26,8 +26,8 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Server, SERVER_CORE, fmt, free_port, log, machine, median, pin_self, pinned,  # noqa: E402
-                    require_tools, scratch_dir, stop_all, wait_until, write_json)
+from common import (Server, SERVER_CORE, add_dnsperf_options, fmt, free_port, log, machine, median, pin_self,  # noqa: E402
+                    pinned, require_tools, scratch_dir, stop_all, wait_until, write_json)
 
 ECHO_BATCH = 256
 
@@ -81,13 +81,7 @@ def start(name: str, workdir: str, dnsmasq: str) -> Server:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default %(default)s)")
-    p.add_argument("--max-seconds", type=float, default=2.0, help="length of each unthrottled run (default %(default)s)")
-    p.add_argument("--cpu-seconds", type=float, default=2.0, help="length of each fixed-load run (default %(default)s)")
-    p.add_argument("--qps", type=int, default=5000, help="fixed offered load (default %(default)s)")
-    p.add_argument("--outstanding", type=int, default=200, help="dnsperf queries in flight (default %(default)s)")
-    p.add_argument("--workdir", help="keep logs here")
-    p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_dnsperf_options(p, rounds=3)
     p.add_argument("--serve", choices=("echo-asyncio", "echo-blocking"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """What a name with thousands of records costs per query, next to a small name, same run.
 
-    python bench/large_answers.py [--endpoints 10000] [--rounds 3] [--seconds 3]
+    python bench/large_answers.py [--endpoints 10000] [--rounds 3] [--max-seconds 3]
 
 pydns serves a headless service with ``--endpoints`` ready endpoints (one A record each)
 and one with two, behind kubeadm's plugins (errors, kubernetes, cache, loadbalance), pinned
@@ -20,7 +20,7 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (ask, dnsperf, finish, fmt, log, machine, median, pin_self, ratio,  # noqa: E402
+from common import (add_dnsperf_options, ask, dnsperf, finish, fmt, log, machine, median, pin_self, ratio,  # noqa: E402
                     require_tools, scratch_dir, start_pydns, stop_all, wait_until)
 
 COREFILE = """.:PORT {{
@@ -63,11 +63,8 @@ def write_cluster(workdir: str, endpoints: int) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoints", type=int, default=10000, help="endpoints of the big name (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default %(default)s)")
-    p.add_argument("--seconds", type=float, default=3.0, help="length of each dnsperf run (default %(default)s)")
-    p.add_argument("--outstanding", type=int, default=100, help="dnsperf queries in flight (default %(default)s)")
-    p.add_argument("--workdir", help="keep logs here")
-    p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_dnsperf_options(p, rounds=3, max_seconds=3.0, outstanding=100, fixed_load=False,
+                        max_seconds_flags=("--max-seconds", "--seconds"))
     args = p.parse_args(argv)
     require_tools("dnsperf")
     workdir = scratch_dir(args.workdir, "pydns-large-")
@@ -84,7 +81,7 @@ def main(argv=None) -> int:
         wait_until(lambda: len(ask(port, NAMES["big"]).answer), 120, server=server)
         for rnd in range(args.rounds):
             for key in NAMES:
-                run = dnsperf(port, files[key], args.seconds, outstanding=args.outstanding)
+                run = dnsperf(port, files[key], args.max_seconds, outstanding=args.outstanding)
                 runs[key].append(run["qps"])
                 log(f"round {rnd + 1}/{args.rounds} {key:5} {run['qps']:9.0f} qps, {run.get('lost', 0)} lost")
     finally:

@@ -22,8 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402
-from common import (fmt, log, machine, median, pin_self, ratio, require_tools, scratch_dir, start_pydns,  # noqa: E402
-                    stop_all, wait_until, write_json)
+from common import (add_dnsperf_options, fmt, log, machine, median, pin_self, ratio, require_tools, scratch_dir,  # noqa: E402
+                    start_pydns, stop_all, wait_until, write_json)
 
 HOSTS = "    hosts {\n        10.0.0.1 real.example.org\n        reload 0\n    }\n"
 RULE = "    rewrite name exact alias.example.org real.example.org\n"
@@ -36,13 +36,7 @@ SERVERS = {  # name -> (Corefile, the name dnsperf asks)
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (default %(default)s)")
-    p.add_argument("--max-seconds", type=float, default=2.0, help="length of each unthrottled run (default %(default)s)")
-    p.add_argument("--cpu-seconds", type=float, default=2.0, help="length of each fixed-load run (default %(default)s)")
-    p.add_argument("--qps", type=int, default=5000, help="fixed offered load (default %(default)s)")
-    p.add_argument("--outstanding", type=int, default=200, help="dnsperf queries in flight (default %(default)s)")
-    p.add_argument("--workdir", help="keep logs here")
-    p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_dnsperf_options(p, rounds=5)
     args = p.parse_args(argv)
 
     require_tools("dnsperf")

@@ -48,8 +48,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
-from common import (BENCH, CLIENT_CORE, SERVER_CORE, answers_correctly, CpuMeter, dnsperf, finish, fmt, free_port,  # noqa: E402
-                    log, machine, median, memory_kb, pin_self, pinned, pydns_plugins, ratio, require_tools,
+from common import (BENCH, CLIENT_CORE, SERVER_CORE, add_dnsperf_options, answers_correctly, CpuMeter, dnsperf, finish,  # noqa: E402
+                    fmt, free_port, log, machine, median, memory_kb, pin_self, pinned, pydns_plugins, ratio, require_tools,
                     scratch_dir, Server, start_pydns, stop_all, wait_until)
 
 IN_CLUSTER_KINDS = ("a", "headless", "srv", "aaaa", "nx", "mix")
@@ -358,11 +358,9 @@ def summary_line(result: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     gen_cluster.add_cluster_options(p)
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default %(default)s)")
-    p.add_argument("--max-seconds", type=float, default=2.0, help="length of each unthrottled run (default %(default)s)")
-    p.add_argument("--cpu-seconds", type=float, default=2.0, help="length of each fixed-load run (default %(default)s)")
-    p.add_argument("--qps", type=int, default=5000, help="fixed offered load for CPU/query (default %(default)s)")
-    p.add_argument("--outstanding", type=int, default=200, help="dnsperf queries in flight (default %(default)s)")
+    add_dnsperf_options(p, rounds=3, qps_help="fixed offered load for CPU/query",
+                        workdir_help="keep generated files and server logs here (default: a temporary folder)",
+                        json_help="write every run and the medians as JSON")
     p.add_argument("--kinds", default="a,headless,srv,aaaa,nx,mix,ext,fwd",
                    help="query kinds, from: " + ", ".join(f"{k} ({v})" for k, v in gen_cluster.KIND_HELP.items()).replace("%", "%%")
                    + f", fwd (names under {FORWARDED_ZONE}, each forwarded)")
@@ -371,8 +369,6 @@ def main(argv=None) -> int:
                    help="servers to run (default %(default)s)")
     p.add_argument("--queries", type=int, default=10000, help="lines per query file (default %(default)s)")
     p.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for a server to answer")
-    p.add_argument("--workdir", help="keep generated files and server logs here (default: a temporary folder)")
-    p.add_argument("--json", metavar="PATH", help="write every run and the medians as JSON")
     args = p.parse_args(argv)
 
     tools = require_tools("dnsperf", "dnsmasq")
