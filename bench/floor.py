@@ -26,8 +26,8 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Server, SERVER_CORE, add_dnsperf_options, fmt, free_port, log, machine, median, pin_self,  # noqa: E402
-                    pinned, require_tools, scratch_dir, stop_all, wait_until, write_json)
+from common import (Server, SERVER_CORE, add_dnsperf_options, fmt, free_port, log, machine, median,  # noqa: E402
+                    pin_self, pinned, require_tools, scratch_dir, stop_all, wait_until, write_json)
 
 ECHO_BATCH = 256
 

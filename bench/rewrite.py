@@ -22,8 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402
-from common import (add_dnsperf_options, fmt, log, machine, median, pin_self, ratio, require_tools, scratch_dir,  # noqa: E402
-                    start_pydns, stop_all, wait_until, write_json)
+from common import (add_dnsperf_options, fmt, log, machine, median, pin_self, ratio,  # noqa: E402
+                    require_tools, scratch_dir, start_pydns, stop_all, wait_until, write_json)
 
 HOSTS = "    hosts {\n        10.0.0.1 real.example.org\n        reload 0\n    }\n"
 RULE = "    rewrite name exact alias.example.org real.example.org\n"

@@ -48,9 +48,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
-from common import (BENCH, CLIENT_CORE, SERVER_CORE, add_dnsperf_options, answers_correctly, CpuMeter, dnsperf, finish,  # noqa: E402
-                    fmt, free_port, log, machine, median, memory_kb, pin_self, pinned, pydns_plugins, ratio, require_tools,
-                    scratch_dir, Server, start_pydns, stop_all, wait_until)
+from common import (BENCH, CLIENT_CORE, SERVER_CORE, add_dnsperf_options, answers_correctly, CpuMeter,  # noqa: E402
+                    dnsperf, finish, fmt, free_port, log, machine, median, memory_kb, pin_self, pinned,
+                    pydns_plugins, ratio, require_tools, scratch_dir, Server, start_pydns, stop_all, wait_until)
 
 IN_CLUSTER_KINDS = ("a", "headless", "srv", "aaaa", "nx", "mix")
 KIND_SERVERS = {

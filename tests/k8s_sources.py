@@ -1,5 +1,13 @@
 """One cluster served two ways, for tables that must hold for both sources of the kubernetes plugin:
-``manifests`` files, and the official client reading the in-process fake API server."""
+``manifests`` files, and the official client reading the in-process fake API server.
+
+A table module's shape::
+
+    mc = server_fixture("mc", CLUSTER, COREFILE)    # a module fixture, once per source
+    CASES = [(name, type, rcode, answer, soa zone, additional), ...]   # see ``check``
+    test_names = table_test("mc", CASES)             # every case over UDP
+    test_names_over_tcp = table_test("mc", [c for c in CASES if c[1] == "SRV"], tcp=True)
+"""
 
 from __future__ import annotations
 
@@ -74,6 +82,18 @@ def serving(kind: str, objects: list[dict], tmp, corefile: str):
             cluster.api.stop()
 
 
+def server_fixture(name: str, objects: list[dict], corefile: str, doc: str | None = None):
+    """The module fixture ``name``: a server for ``corefile`` over ``objects``, once per source."""
+
+    @pytest.fixture(scope="module", name=name)
+    def server(kind, tmp_path_factory):
+        with serving(kind, objects, tmp_path_factory.mktemp(kind), corefile) as srv:
+            yield srv
+
+    server.__doc__ = doc
+    return server
+
+
 def lines(section) -> list[str]:
     return sorted(line for rrset in section for line in rrset.to_text().splitlines())
 
@@ -93,6 +113,11 @@ def eventually(fn, expected, seconds: float = 5.0):
         time.sleep(0.05)
 
 
+def answers_eventually(srv, name: str, rdtype: str, expected, seconds: float = 5.0) -> None:
+    """Assert that ``ask`` comes to return ``expected`` (rcode, answer lines) within ``seconds``."""
+    assert eventually(lambda: ask(srv, name, rdtype), expected, seconds) == expected
+
+
 def setup_error(tmp_path, corefile: str) -> str:
     """The message a Corefile's start-up fails with."""
     path = tmp_path / "Corefile"
@@ -109,6 +134,19 @@ def setup_error(tmp_path, corefile: str) -> str:
 
 def case_id(case) -> str:
     return f"{case[0]}-{case[1]}"
+
+
+def table_test(server: str, cases: list, tcp: bool = False):
+    """A test asking every case of ``cases`` (see ``check``) of the module fixture named ``server``,
+    over UDP or TCP; bind it to a ``test_...`` name in the table's module."""
+
+    @pytest.mark.parametrize("case", cases, ids=case_id)
+    def test(kind, request, case):
+        # ``kind`` makes the test run once per source; the server is the fixture of that source.
+        srv = request.getfixturevalue(server)
+        check(srv.query(case[0], case[1], tcp=tcp), case)
+
+    return test
 
 
 def check(msg, case) -> None:

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from tests.k8s_sources import kind  # noqa: F401 (the fixture: each source in turn)
-from tests.k8s_sources import NOERROR, NXDOMAIN, ask, case_id, check, eventually, lines, rr, serving, setup_error
+from tests.k8s_sources import (NOERROR, NXDOMAIN, answers_eventually, ask, lines, rr, server_fixture, setup_error,
+                                table_test)
 from tests.kube_cluster import endpoint, endpoint_slice, headless, namespace, service
 
 pytestmark = pytest.mark.timeout(90)
@@ -70,19 +71,11 @@ COREFILE = """.:0 {{
 EX = "example.org."
 
 
-@pytest.fixture(scope="module")
-def plain(kind, tmp_path_factory):
-    """k8s_external with its defaults; the kubernetes plugin's TTL is 10 (SRV and CNAME records keep it)."""
-    with serving(kind, CLUSTER, tmp_path_factory.mktemp(kind), COREFILE.format(kttl=10, options="")) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def extended(kind, tmp_path_factory):
-    """headless, apex ns, ttl 30, fallthrough (to whoami)."""
-    options = "    headless\n    apex ns\n    ttl 30\n    fallthrough"
-    with serving(kind, CLUSTER, tmp_path_factory.mktemp(kind), COREFILE.format(kttl=5, options=options)) as srv:
-        yield srv
+plain = server_fixture("plain", CLUSTER, COREFILE.format(kttl=10, options=""),
+                       "k8s_external with its defaults; the kubernetes plugin's TTL is 10 (SRV and CNAME keep it).")
+EXTENDED_OPTIONS = "    headless\n    apex ns\n    ttl 30\n    fallthrough"
+extended = server_fixture("extended", CLUSTER, COREFILE.format(kttl=5, options=EXTENDED_OPTIONS),
+                          "headless, apex ns, ttl 30, fallthrough (to whoami).")
 
 
 LB = "lb.default." + EX
@@ -139,14 +132,8 @@ def test_negative_answers_carry_the_zones_soa(plain):
                 for a in lines(msg.authority)] == [SOA]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
-def test_external_names(plain, case):
-    check(plain.query(case[0], case[1]), case)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c[1] in ("SRV", "NS")], ids=case_id)
-def test_external_names_over_tcp(plain, case):
-    check(plain.query(case[0], case[1], tcp=True), case)
+test_external_names = table_test("plain", CASES)
+test_external_names_over_tcp = table_test("plain", [c for c in CASES if c[1] in ("SRV", "NS")], tcp=True)
 
 
 def test_load_balancer_hostnames_that_loop_are_followed_once(plain):
@@ -176,9 +163,7 @@ EXTENDED = [
 ]
 
 
-@pytest.mark.parametrize("case", EXTENDED, ids=[case_id(c) for c in EXTENDED])
-def test_headless_apex_and_ttl_options(extended, case):
-    check(extended.query(case[0], case[1]), case)
+test_headless_apex_and_ttl_options = table_test("extended", EXTENDED)
 
 
 def test_apex_option_names_the_soa_and_ns(extended):
@@ -205,14 +190,12 @@ def test_fallthrough_passes_on_nxdomain_only(extended):
 def test_changes_are_served(plain):
     cluster = plain.cluster
     cluster.apply(load_balancer("lb", [{"ip": "203.0.113.8"}], external_ips=["192.168.200.123"]))
-    expected = (NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.8")])
-    assert eventually(lambda: ask(plain, LB, "A"), expected) == expected
+    answers_eventually(plain, LB, "A", (NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.8")]))
     assert ask(plain, "8.113.0.203.in-addr.arpa.", "PTR") == (
         NOERROR, [rr("8.113.0.203.in-addr.arpa.", "PTR", LB)])
     cluster.apply(load_balancer("lb", [{"ip": "203.0.113.7"}, {"ip": "2001:db8::7"}],
                                 external_ips=["192.168.200.123"]))
-    expected = (NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7")])
-    assert eventually(lambda: ask(plain, LB, "A"), expected) == expected
+    answers_eventually(plain, LB, "A", (NOERROR, [rr(LB, "A", "192.168.200.123"), rr(LB, "A", "203.0.113.7")]))
 
 
 # ---------------------------------------------------------------- setup

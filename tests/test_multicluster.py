@@ -11,7 +11,8 @@ import dns.rcode
 import pytest
 
 from tests.k8s_sources import kind  # noqa: F401 (the fixture: each source in turn)
-from tests.k8s_sources import NOERROR, NXDOMAIN, ask, case_id, check, eventually, rr, serving, setup_error
+from tests.k8s_sources import (NOERROR, NXDOMAIN, answers_eventually, ask, rr, server_fixture, serving, setup_error,
+                                table_test)
 from tests.kube_cluster import endpoint, endpoint_slice, namespace, service
 
 pytestmark = pytest.mark.timeout(90)
@@ -59,10 +60,7 @@ COREFILE = """.:0 {
 """
 
 
-@pytest.fixture(scope="module")
-def mc(kind, tmp_path_factory):
-    with serving(kind, CLUSTER, tmp_path_factory.mktemp(kind), COREFILE) as srv:
-        yield srv
+mc = server_fixture("mc", CLUSTER, COREFILE)
 
 
 DB = "db.default.svc." + CS
@@ -108,14 +106,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
-def test_clusterset_names(mc, case):
-    check(mc.query(case[0], case[1]), case)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c[1] == "SRV"], ids=case_id)
-def test_clusterset_names_over_tcp(mc, case):
-    check(mc.query(case[0], case[1], tcp=True), case)
+test_clusterset_names = table_test("mc", CASES)
+test_clusterset_names_over_tcp = table_test("mc", [c for c in CASES if c[1] == "SRV"], tcp=True)
 
 
 def test_the_clusterset_zone_has_its_apex(mc):
@@ -128,12 +120,10 @@ def test_imports_and_their_slices_follow_changes(mc):
     cluster = mc.cluster
     name = "queue.default.svc." + CS
     cluster.apply(service_import("queue", ips=("10.9.0.3",), ports=(("amqp", 5672, "TCP"),)))
-    expected = (NOERROR, [rr(name, "A", "10.9.0.3")])
-    assert eventually(lambda: ask(mc, name, "A"), expected) == expected
+    answers_eventually(mc, name, "A", (NOERROR, [rr(name, "A", "10.9.0.3")]))
     cluster.apply(import_slice("cache-south", "cache", "south", [endpoint("10.5.0.1", hostname="r0")]))
     south = "r0.south." + CACHE
-    expected = (NOERROR, [rr(south, "A", "10.5.0.1")])
-    assert eventually(lambda: ask(mc, south, "A"), expected) == expected
+    answers_eventually(mc, south, "A", (NOERROR, [rr(south, "A", "10.5.0.1")]))
     assert len(ask(mc, CACHE, "A")[1]) == 4
 
 
@@ -144,8 +134,7 @@ def test_ignore_empty_service_hides_clusterset_ips_without_endpoints(kind, tmp_p
         assert ask(srv, DB, "A") == (NXDOMAIN, [])
         assert len(ask(srv, CACHE, "A")[1]) == 3  # headless imports are not affected
         srv.cluster.apply(import_slice("db-east", "db", "east", [endpoint("10.6.0.1")]))
-        expected = (NOERROR, [rr(DB, "A", "10.9.0.1")])
-        assert eventually(lambda: ask(srv, DB, "A"), expected) == expected
+        answers_eventually(srv, DB, "A", (NOERROR, [rr(DB, "A", "10.9.0.1")]))
 
 
 def test_multicluster_zone_must_be_served(tmp_path):

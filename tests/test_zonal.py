@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.k8s_sources import kind  # noqa: F401 (the fixture: each source in turn)
-from tests.k8s_sources import NOERROR, NXDOMAIN, ask, case_id, check, eventually, rr, serving, setup_error
+from tests.k8s_sources import NOERROR, NXDOMAIN, answers_eventually, ask, rr, server_fixture, setup_error, table_test
 from tests.kube_cluster import endpoint, endpoint_slice, external, headless, namespace, service
 
 pytestmark = pytest.mark.timeout(90)
@@ -49,16 +49,8 @@ COREFILE = """.:0 {{
 """
 
 
-@pytest.fixture(scope="module")
-def zonal(kind, tmp_path_factory):
-    with serving(kind, CLUSTER, tmp_path_factory.mktemp(kind), COREFILE.format(options="    zonal")) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def stock(kind, tmp_path_factory):
-    with serving(kind, CLUSTER, tmp_path_factory.mktemp(kind), COREFILE.format(options="")) as srv:
-        yield srv
+zonal = server_fixture("zonal", CLUSTER, COREFILE.format(options="    zonal"))
+stock = server_fixture("stock", CLUSTER, COREFILE.format(options=""), "Without the zonal option.")
 
 
 DB = "db.default.svc." + CL
@@ -101,14 +93,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
-def test_zonal_names(zonal, case):
-    check(zonal.query(case[0], case[1]), case)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c[1] == "SRV"], ids=case_id)
-def test_zonal_names_over_tcp(zonal, case):
-    check(zonal.query(case[0], case[1], tcp=True), case)
+test_zonal_names = table_test("zonal", CASES)
+test_zonal_names_over_tcp = table_test("zonal", [c for c in CASES if c[1] == "SRV"], tcp=True)
 
 
 def test_without_the_option_zonal_names_do_not_exist(stock):
@@ -121,7 +107,7 @@ def test_endpoints_moving_zone_are_followed(zonal):
     moved = [zoned("10.1.0.3", "us-east-1a") if ep["addresses"] == ["10.1.0.3"] else ep for ep in V4]
     zonal.cluster.apply(endpoint_slice("db-v4", "db", moved, ns="default"))
     expected = (NOERROR, [rr(PIN_A, "A", ip) for ip in ("10.1.0.1", "10.1.0.2", "10.1.0.3")])
-    assert eventually(lambda: ask(zonal, PIN_A, "A"), expected) == expected
+    answers_eventually(zonal, PIN_A, "A", expected)
     assert ask(zonal, "us-east-1b.pin._zone." + DB, "A") == (NOERROR, [])
 
 
