@@ -193,3 +193,18 @@ def test_kept_replies_are_bounded(api, tmp_path, started):
     assert 0 < kept <= replies.MAX_ENTRIES
     size = metric(http_port(srv), "pydns_udp_kept_reply_bytes")
     assert 0 < size <= replies.MAX_BYTES
+
+
+def test_bufsize_ahead_keeps_replies_sized_for_each_query(api, tmp_path, started):
+    # bufsize lowers a large EDNS0 size: a reply kept for one size is never sent for another.
+    ips = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(60)]  # 60 A records: about 1 KB
+    server = api([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
+    srv = kube_server(server, tmp_path, plugins=" bufsize 512")
+    started.append(srv)
+    for _ in range(3):
+        for payload in (4096, 1232, 512):
+            query = dns.message.make_query("db.testns.svc.cluster.local", "A", use_edns=0, payload=payload)
+            reply = exchange(srv.port, query.to_wire())
+            assert reply.flags & dns.flags.TC  # cut to bufsize's 512, whatever the client offered
+        plain = exchange(srv.port, dns.message.make_query("db.testns.svc.cluster.local", "A").to_wire())
+        assert plain.flags & dns.flags.TC and plain.edns < 0
