@@ -237,6 +237,8 @@ VARIANTS = {
     # a listener on 127.0.0.1 served as one on every address is (the destination of each
     # datagram read with recvmsg, replies sent from it with sendmsg): what that path costs
     "pktinfo": "from pydns import transport; transport.WILDCARDS += ('127.0.0.1',)",
+    # no reply kept by the query's bytes (pydns.replies): every query runs the chain
+    "no-memo": "from pydns import replies; replies.MAX_QUERY = 0",
 }
 
 

@@ -40,8 +40,9 @@ STEPS = {
     "EpollSelector.select": "event loop (epoll, handles)", "BaseEventLoop._run_once": "event loop (epoll, handles)",
 }
 # what the UDP listener's own lines do (C calls are charged to the line making them)
-LISTENER_LINES = (("recv(", "receive (recvfrom)"), ("Request(", "parse (Request)"),
-                  ("dispatch(", "route + plugin chain"), ("render(", "render (Answer.render)"))
+LISTENER_LINES = (("recv(", "receive (recvfrom)"), ("kept.get(", "kept replies (lookup)"), ("send(", "send (sendto)"),
+                  ("Request(", "parse (Request)"), ("dispatch(", "route + plugin chain"),
+                  ("render(", "render (Answer.render)"))
 LISTENER_FUNCS = ("UDPListener._answer", "UDPListener._readable")
 
 

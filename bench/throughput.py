@@ -6,6 +6,8 @@ The same generated cluster is served by:
 
     pydns          kubernetes plugin, manifests source (the in-cluster answers)
     pydns-asyncio  the same on asyncio's own event loop instead of uvloop (when installed)
+    pydns-nomemo   the same without the replies kept by the query's bytes (pydns.replies):
+                   every query parsed and run through the chain
     pydns-pktinfo  the same, its socket read as a wildcard listener's is (the destination of
                    each datagram with recvmsg, the reply sent from it with sendmsg)
     pydns-kubeadm  the same behind kubeadm's plugins (errors, health, ready, prometheus, cache,
@@ -57,6 +59,7 @@ KIND_SERVERS = {
     "pydns": IN_CLUSTER_KINDS,
     "pydns-asyncio": ("a", "mix"),
     "pydns-pktinfo": ("a", "mix"),
+    "pydns-nomemo": ("a", "mix"),
     "pydns-kubeadm": ("mix",),
     "pydns-cache": ("ext",),
     "dnsmasq": (*IN_CLUSTER_KINDS, "ext"),
@@ -122,6 +125,7 @@ PLUGINS_NEEDED = {
     "pydns": {"kubernetes", "bind"},
     "pydns-asyncio": {"kubernetes", "bind"},
     "pydns-pktinfo": {"kubernetes", "bind"},
+    "pydns-nomemo": {"kubernetes", "bind"},
     "pydns-kubeadm": {"kubernetes", "bind", "errors", "health", "ready", "prometheus", "cache", "loop", "reload",
                       "loadbalance"},
     "pydns-cache": {"cache", "forward", "bind"},
@@ -173,8 +177,8 @@ def start_servers(names: set[str], paths: dict, workdir: str, upstream_port: int
     servers: dict[str, Server] = {}
     manifests = paths["yaml"]
     for name in sorted(names):
-        if name in ("pydns", "pydns-asyncio", "pydns-pktinfo"):
-            variant = {"pydns-asyncio": "standard-loop", "pydns-pktinfo": "pktinfo"}.get(name)
+        if name in ("pydns", "pydns-asyncio", "pydns-pktinfo", "pydns-nomemo"):
+            variant = {"pydns-asyncio": "standard-loop", "pydns-pktinfo": "pktinfo", "pydns-nomemo": "no-memo"}.get(name)
             servers[name], _ = start_pydns(name, COREFILE_PYDNS.replace("MANIFESTS", manifests), workdir, variant=variant)
         elif name == "pydns-kubeadm":
             text = COREFILE_KUBEADM.replace("MANIFESTS", manifests)
@@ -306,6 +310,7 @@ def ratios(med: dict) -> dict:
             "cpu_kubeadm_over_pydns": ratio(get("pydns-kubeadm", "cpu_us"), get("pydns", "cpu_us")),
             "cpu_asyncio_over_pydns": ratio(get("pydns-asyncio", "cpu_us"), get("pydns", "cpu_us")),
             "cpu_pktinfo_over_pydns": ratio(get("pydns-pktinfo", "cpu_us"), get("pydns", "cpu_us")),
+            "cpu_nomemo_over_pydns": ratio(get("pydns-nomemo", "cpu_us"), get("pydns", "cpu_us")),
             "saturated_cpu_pktinfo_over_pydns": ratio(get("pydns-pktinfo", "max_cpu_us"), get("pydns", "max_cpu_us")),
             "cpu_forward_pydns_over_dnsmasq": ratio(get("pydns-forward", "cpu_us"), get("dnsmasq-forward", "cpu_us")),
             "qps_per_core_forward_pydns_over_dnsmasq": ratio(get("pydns-forward", "qps_per_core"),

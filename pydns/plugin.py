@@ -86,6 +86,16 @@ class Plugin:
     multiple = False
     #: does ``ready()`` matter to the ready plugin
     reports_ready = False
+    #: may a UDP listener keep this plugin's replies by the query's bytes (pydns.replies):
+    #: its part in a reply depends only on those bytes and on state whose every change it
+    #: reports with ``pydns.replies.changed()``, and any effect it has per query is listed
+    #: in ``req.memo_hooks``.  A plugin that answers then sets ``req.memo_until`` from
+    #: ``keeps``; one that passes a query on vetoes with ``req.memo_until = 0.0`` where it
+    #: did something per query.
+    memoizable = False
+    #: set when the chain is built: ``math.inf`` when this plugin and every one before it in
+    #: the chain are memoizable (its replies may be kept), else 0.0
+    keeps = 0.0
 
     def __init__(self, server: "Any") -> None:
         # ``server`` is the ServerConfig of the block: zones, port, shared services.

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import os
 from typing import Callable, Iterable, NamedTuple
 
-from pydns import stats
+from pydns import replies, stats
 from pydns.corefile import CorefileError, ServerBlock, load, parse
 from pydns.httpd import HttpListener, split_hostport
 from pydns.plugin import FOREIGN, ORDER, EndOfChain, Plugin, load_plugins, resolve
@@ -182,6 +183,10 @@ def build(blocks: list[ServerBlock], default_port: int, instance: "Instance",
         chain = [p for p in config.plugins if type(p).serve is not Plugin.serve] + [EndOfChain(config)]
         for a, b in zip(chain, chain[1:]):
             a.next = b
+        keeps = True
+        for plugin in chain:  # replies may be kept only where every plugin that saw the query allows it
+            keeps = keeps and plugin.memoizable
+            plugin.keeps = math.inf if keeps else 0.0
         config.handler = chain[0]
         if not stand_in:
             configs.append(config)
@@ -345,6 +350,7 @@ class Instance:
             if addr in wanted:
                 listeners.udp.router = listeners.tcp.router = Router(wanted[addr])
                 listeners.tcp.settings = settings_of(dict.fromkeys(c for c, _ in wanted[addr].values()))
+        replies.changed()  # replies kept under the old chains may differ under the new
         self.routers = {port: Router(table) for (host, port), table in wanted.items()}
         for addr in [a for a in self.listeners if a not in wanted]:
             self.listeners.pop(addr).close()

@@ -57,8 +57,10 @@ def dispatch(router: Router, req: Request):
     try:
         return server.handler.serve(req)
     except DNSError as err:
+        req.memo_until = 0.0
         return status(err.rcode)
     except Exception as exc:
+        req.memo_until = 0.0
         return _panic(req, exc)
 
 

@@ -28,8 +28,10 @@ import errno
 import logging
 import os
 import socket
+from time import monotonic
 
 from pydns import stats
+from pydns.replies import ReplyMemo
 from pydns.transport import IP_PKTINFO, IPV6_RECVPKTINFO, Router, dispatch, settle
 from pydns.wire import SERVFAIL, Answer, MalformedQuery, Request, badvers, status
 
@@ -55,6 +57,9 @@ class UDPListener:
         self.pktinfo = receives_destination(sock)
         # received destination control data -> (control data of the reply, destination address)
         self._replies: dict[bytes, tuple[list, str]] = {}
+        self.memo = ReplyMemo()  # replies kept by the query's bytes: the first lookup of each datagram
+        # IPv4 clients of a dual-stack socket apart, as what a reply counts (prometheus) names the family
+        self.memo_mapped = ReplyMemo()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -80,7 +85,8 @@ class UDPListener:
 
     # ---------------------------------------------------------------- serving
     def _readable(self) -> None:
-        recv, answer = self.sock.recvfrom, self._answer
+        recv, send, answer = self.sock.recvfrom, self.sock.sendto, self._answer
+        kept, now = self.memo.current(), monotonic()
         for _ in range(self.BATCH):
             try:
                 data, addr = recv(65535)
@@ -89,6 +95,16 @@ class UDPListener:
             except OSError as exc:  # nothing a client can cause on an unconnected socket
                 self._receive_failed(exc)
                 return
+            entry = kept.get(data[2:])
+            if entry is not None and now < entry[1]:
+                if entry[2] is not None:
+                    for hook in entry[2]:
+                        hook()
+                try:
+                    send(data[:2] + entry[0], addr)
+                except OSError as exc:
+                    self._send_failed(exc, len(entry[0]) + 2, addr)
+                continue
             try:
                 answer(data, addr)
             except Exception:  # a bug in answering one query must not end the listener
@@ -98,6 +114,7 @@ class UDPListener:
     def _readable_pktinfo(self) -> None:
         """``_readable`` for a socket bound to every address: each datagram with its destination."""
         recv, answer, reply_from = self.sock.recvmsg, self._answer, self._reply_from
+        kept, kept_mapped, now = self.memo.current(), self.memo_mapped.current(), monotonic()
         for _ in range(self.BATCH):
             try:
                 data, ancdata, _flags, addr = recv(65535, CONTROL_SPACE)
@@ -106,6 +123,13 @@ class UDPListener:
             except OSError as exc:
                 self._receive_failed(exc)
                 return
+            entry = (kept_mapped if addr[0].startswith("::ffff:") else kept).get(data[2:])
+            if entry is not None and now < entry[1]:
+                if entry[2] is not None:
+                    for hook in entry[2]:
+                        hook()
+                self._send(data[:2] + entry[0], addr, reply_from(ancdata))
+                continue
             try:
                 answer(data, addr, reply_from(ancdata))
             except Exception:  # as in _readable
@@ -149,7 +173,11 @@ class UDPListener:
             return
         result = dispatch(self.router, req)
         if isinstance(result, Answer):
-            self._send(req.render(result), addr, reply_from)
+            out = req.render(result)
+            if req.memo_until:
+                memo = self.memo_mapped if reply_from is not None and addr[0].startswith("::ffff:") else self.memo
+                memo.keep(data[2:], out[2:], req.memo_until, req.memo_hooks)
+            self._send(out, addr, reply_from)
         elif self.pending < self.MAX_PENDING:
             self.pending += 1
             asyncio.ensure_future(self._later(req, result, addr, reply_from))
@@ -169,7 +197,10 @@ class UDPListener:
             else:
                 self.sock.sendmsg((out,), reply_from[0], 0, addr)
         except OSError as exc:
-            count_error(stats.udp_send_errors, exc, f"UDP listener {self.label}: reply of {len(out)} bytes to {addr[0]}")
+            self._send_failed(exc, len(out), addr)
+
+    def _send_failed(self, exc: OSError, size: int, addr) -> None:
+        count_error(stats.udp_send_errors, exc, f"UDP listener {self.label}: reply of {size} bytes to {addr[0]}")
 
     async def _later(self, req: Request, result, addr, reply_from: tuple[list, str] | None) -> None:
         try:
@@ -243,6 +274,17 @@ def listener_drops() -> dict[str, int]:
     for label, n in kernel_drops(labels).items():
         drops[label] = drops.get(label, 0) + n
     return drops
+
+
+def kept_replies() -> dict[str, tuple[int, int]]:
+    """Replies the UDP listeners keep now (pydns.replies), per listener: (replies, bytes)."""
+    kept: dict[str, tuple[int, int]] = {}
+    for listener in list(stats.udp_listeners):
+        replies, size = kept.get(listener.label, (0, 0))
+        for memo in (listener.memo, listener.memo_mapped):
+            replies, size = replies + len(memo.table), size + memo.size
+        kept[listener.label] = (replies, size)
+    return kept
 
 
 # EAGAIN/ENOBUFS: the send buffer or the device queue is full (a lost packet: the client

@@ -91,6 +91,10 @@ class Request:
     _name = None
     _lname = None
     trace = None  # a pydns.explain.Trace while ``pydns explain`` runs this query
+    # Whether the reply may be kept by the query's bytes, and what to run per kept reply
+    # sent (pydns.replies): set by the plugins that answer.
+    memo_until = 0.0
+    memo_hooks = None
 
     def __init__(self, data: bytes, proto: str = "udp", remote=None, local=None):
         self.data = data

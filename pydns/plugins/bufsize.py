@@ -42,6 +42,7 @@ def opt_class_offset(data: bytes, qend: int) -> int | None:
 @register("bufsize")
 class Bufsize(Plugin):
     size = DEFAULT
+    memoizable = True  # what it changes follows from the query's bytes alone (pydns.replies)
 
     def setup(self, d: Directive) -> None:
         expect_no_block(d)

@@ -46,6 +46,8 @@ def _show(seconds: float) -> str:
 
 @register("errors")
 class Errors(Plugin):
+    memoizable = True  # it acts on failures only, and vetoes keeping those (pydns.replies)
+
     def setup(self, d: Directive) -> None:
         expect_args(d, 0, 0)
         self.consolidators: list[_Consolidator] = []
@@ -89,10 +91,12 @@ class Errors(Plugin):
             result = self.next.serve(req)
         except DNSError as err:
             self.report(req, err.rcode, str(err))
+            req.memo_until = 0.0
             return status(err.rcode)
         if result.__class__ is Answer:
             if result.error:
                 self.report(req, result.rcode, result.error)
+                req.memo_until = 0.0  # every failure is reported: none is kept (pydns.replies)
             return result
         return self._later(req, result)
 

@@ -109,6 +109,9 @@ class _Plan:
 
 @register("loadbalance")
 class LoadBalance(Plugin):
+    # A single record has one order: such replies may be kept (pydns.replies); others never.
+    memoizable = True
+
     def __init__(self, server) -> None:
         super().__init__(server)
         self.policy = "round_robin"
@@ -220,6 +223,7 @@ class LoadBalance(Plugin):
     def balance(self, req: Request, answer: Answer) -> Answer:
         if answer.rcode != NOERROR or answer.an + answer.ns + answer.ar < 2:
             return answer
+        req.memo_until = 0.0  # an order drawn per query
         plan = self._plans.get(id(answer))
         if plan is None or plan.answer is not answer:
             plan = self._plan(req, answer)

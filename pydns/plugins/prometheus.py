@@ -47,7 +47,7 @@ from pydns import metrics, stats
 from pydns.corefile import Directive
 from pydns.httpd import http_address, open_http
 from pydns.plugin import DNSError, Plugin, register
-from pydns.udp import listener_drops
+from pydns.udp import kept_replies, listener_drops
 from pydns.wire import Answer, Request, status
 
 DEFAULT_ADDRESS = "localhost:9153"
@@ -92,6 +92,7 @@ LIVE: set["Prometheus"] = set()
 
 @register("prometheus")
 class Prometheus(Plugin):
+    memoizable = True  # what it counts per query is the same for a kept reply (see _count_kept)
     def setup(self, d: Directive) -> None:
         self.addr, self.where = http_address(d, "prometheus", DEFAULT_ADDRESS)
         for opt in d.options:
@@ -157,9 +158,27 @@ def count(req: Request, answer: Answer, start: float) -> None:
     rec[_DURATION if elapsed <= _FIRST_TIME else _DURATION + bisect_left(TIME_BUCKETS, elapsed)] += 1
     n = len(req.data)
     rec[2] += n
-    rec[_REQUEST_SLOTS[n] if n <= _MAX_MESSAGE else _REQUEST + bisect_left(SIZE_BUCKETS, n)] += 1
+    request_slot = _REQUEST_SLOTS[n] if n <= _MAX_MESSAGE else _REQUEST + bisect_left(SIZE_BUCKETS, n)
+    rec[request_slot] += 1
     rec[3] += size
-    rec[_RESPONSE_SLOTS[size] if size <= _MAX_MESSAGE else _RESPONSE + bisect_left(SIZE_BUCKETS, size)] += 1
+    response_slot = _RESPONSE_SLOTS[size] if size <= _MAX_MESSAGE else _RESPONSE + bisect_left(SIZE_BUCKETS, size)
+    rec[response_slot] += 1
+    if req.memo_until:  # the reply may be kept: each reply sent from it counts the same
+        hook = _count_kept(rec, n, request_slot, size, response_slot)
+        req.memo_hooks = (hook,) if req.memo_hooks is None else (*req.memo_hooks, hook)
+
+
+def _count_kept(rec: list, n: int, request_slot: int, size: int, response_slot: int):
+    """What ``count`` adds for a kept reply (pydns.replies): the same sizes, and a duration
+    in the first bucket (the reply is sent microseconds after its query is read)."""
+    def count_one() -> None:
+        rec[0] += 1
+        rec[_DURATION] += 1
+        rec[2] += n
+        rec[request_slot] += 1
+        rec[3] += size
+        rec[response_slot] += 1
+    return count_one
 
 
 def count_unrouted(req: Request, answer: Answer) -> None:
@@ -217,6 +236,16 @@ def _udp_families():
         for cause, n in list(counts.items()):
             family.add_metric((cause,), n)
         yield family
+    kept = kept_replies()
+    entries = GaugeMetricFamily("pydns_udp_kept_replies", "Replies a UDP listener keeps by the query's bytes, "
+                                "to answer the same query again without running the chain.", labels=("server",))
+    size = GaugeMetricFamily("pydns_udp_kept_reply_bytes", "Bytes the kept replies of a UDP listener take, "
+                             "roughly (bounded: docs/limits.md).", labels=("server",))
+    for server, (n, nbytes) in kept.items():
+        entries.add_metric((server,), n)
+        size.add_metric((server,), nbytes)
+    yield entries
+    yield size
     yield CounterMetricFamily("pydns_udp_pending_overflows", "UDP queries answered SERVFAIL at once because a "
                               "listener had too many answers waiting (forwarded) already.",
                               value=stats.udp_pending_overflows)

@@ -111,8 +111,18 @@ class _Entry:
         return answer
 
 
+def _counter(counts: list, index: int):
+    def count() -> None:
+        counts[index] += 1
+    return count
+
+
 @register("cache")
 class Cache(Plugin):
+    # A fresh entry's reply holds until its TTLs count down a second (pydns.replies); the hit
+    # it counts is run per kept reply sent.  Prefetching entries are not fast (see _keep).
+    memoizable = True
+
     def __init__(self, server) -> None:
         super().__init__(server)
         self.opts = options.Options()
@@ -126,6 +136,7 @@ class Cache(Plugin):
         self.zones_label = ""
         # per-query counts (plain ints, read at scrape time)
         self.hits = [0, 0]
+        self._hit_hooks = tuple((_counter(self.hits, kind),) for kind in range(2))  # per kept reply sent
         self.evictions = [0, 0]
         self.misses = 0
         self.prefetches = 0
@@ -172,6 +183,9 @@ class Cache(Plugin):
         e = self.table.get(key)
         if e is not None and _now() < e.until:
             self.hits[e.kind] += 1
+            if self.keeps:
+                req.memo_until = e.until
+                req.memo_hooks = self._hit_hooks[e.kind]
             return e.current
         return self._lookup(req, key, e)
 
@@ -195,6 +209,7 @@ class Cache(Plugin):
             req.trace.note(self.name, "passed on", "not in the cache" + (" (its entry expired)" if e is not None else "")
                            + ": asked the next plugin, and the answer may be kept")
         result = self.next.serve(req)
+        req.memo_until = 0.0  # a miss counts: the next identical query must come here again
         if self._unkept:
             p = self._passed.get(key)
             if p is not None and p[0] is result and p[1] == req.opcode and p[2] == req.flags & AD:

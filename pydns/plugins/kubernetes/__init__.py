@@ -187,6 +187,7 @@ def records_of(key: bytes, qtype: int, answer: Answer) -> list:
 @register("kubernetes")
 class Kubernetes(Plugin):
     reports_ready = True
+    memoizable = True  # its answers change only with the index, which reports every change
 
     def setup(self, d: Directive) -> None:
         opts = self.options = options_mod.parse(d, self.server.zones)
@@ -308,6 +309,7 @@ class Kubernetes(Plugin):
     def serve(self, req: Request):
         answer = self.table.get((req.key, req.qtype))
         if answer is not None:
+            req.memo_until = self.keeps  # it changes only with the index (pydns.replies)
             return answer
         return self._miss(req)
 
@@ -316,7 +318,7 @@ class Kubernetes(Plugin):
         key, qtype = req.key, req.qtype
         answer = index.recent.get((key, qtype))
         if answer is not None:
-            return answer
+            return self._kept(req, answer)
         zone = index.zone_of(key)
         if zone is None:
             if req.trace is not None:
@@ -328,21 +330,26 @@ class Kubernetes(Plugin):
         if name is not None:
             answer = name.answers.get(qtype)
             if answer is not None:
-                return answer
+                return self._kept(req, answer)
             if name.external is not None and (qtype == TYPE_A or qtype == TYPE_AAAA):
                 if qtype == TYPE_AAAA and not self.families.ipv6():
-                    return name.answers[TYPE_CNAME]  # the target's AAAA is of no use in an IPv4 cluster
+                    return self._kept(req, name.answers[TYPE_CNAME])  # the target's AAAA is of no use in an IPv4 cluster
                 return self._follow(req, zone, name.external)
             if not name.lacks_name(qtype):
-                return index.remember(key, qtype, index.negatives(zone, len(key))[0])
+                return self._kept(req, index.remember(key, qtype, index.negatives(zone, len(key))[0]))
         elif qtype == TYPE_SOA:
             # CoreDNS: SOA below the apex is never a name error
-            return index.remember(key, qtype, index.negatives(zone, len(key))[0])
+            return self._kept(req, index.remember(key, qtype, index.negatives(zone, len(key))[0]))
         if self.fall is not None and in_wire_zones(key, self.fall) and (qtype != TYPE_AAAA or self.families.ipv6()):
             if req.trace is not None:
                 req.trace.note(self.name, "passed on", why.why(self, key, qtype)[0] + "; `fallthrough` hands it on")
             return self.next.serve(req)
-        return index.remember(key, qtype, index.negatives(zone, len(key))[1])
+        return self._kept(req, index.remember(key, qtype, index.negatives(zone, len(key))[1]))
+
+    def _kept(self, req: Request, answer: Answer) -> Answer:
+        """An answer from the index alone: it may be kept by the query's bytes until the index changes."""
+        req.memo_until = self.keeps
+        return answer
 
     def _serve_unsynced(self, req: Request):
         """Before the first sync, as CoreDNS: what is known answers; what would be NXDOMAIN or
@@ -350,7 +357,9 @@ class Kubernetes(Plugin):
         if self.source.synced():
             self.__dict__.pop("serve", None)
             return self.serve(req)
-        return then(Kubernetes.serve(self, req), lambda answer: self._unless_negative(req, answer))
+        result = then(Kubernetes.serve(self, req), lambda answer: self._unless_negative(req, answer))
+        req.memo_until = 0.0  # the first sync changes these answers without a change to the index
+        return result
 
     def _unless_negative(self, req: Request, answer: Answer) -> Answer:
         if answer.plugin == self.name and answer.an == 0 and answer.rcode in (NOERROR, NXDOMAIN):

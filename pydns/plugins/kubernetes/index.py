@@ -34,7 +34,7 @@ import logging
 import time
 from datetime import datetime, timezone
 
-from pydns import metrics
+from pydns import metrics, replies
 from pydns.wire import Answer
 from pydns.zones import wire_lookup
 
@@ -255,6 +255,7 @@ class Index:
             return
         self.memo.invalidate(touched)
         self.generation += 1
+        replies.changed()
         self.recent.clear()
         now = int(time.time())
         ns_data = self.renderer.ns_addresses(self.local_ips)
@@ -273,6 +274,7 @@ class Index:
         self._pin_apex()
 
     def _pin_apex(self) -> None:
+        replies.changed()
         for zone in self.zones:
             for key, name in self.renderer.apex_names(zone, self.serial, self._ns_data).items():
                 self.memo.pin(key, name)

@@ -1,0 +1,210 @@
+"""Replies kept by the query's bytes (pydns.replies), seen from outside: over real UDP sockets.
+
+A kept reply must be exactly what the chain would give: each query's own ID and question
+case, a change (a watch event, a reload) seen by the very next query, nothing kept that
+depends on the client or on chance, and every per-query count (prometheus, cache hits)
+still counted.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+
+from pydns import replies
+from pydns.testing import ServerThread
+from pydns.testing.fakeapi import FakeApiServer
+from pydns.testing.upstream import Upstream
+from tests.kube_api_dns import answer, kube_server, metric, wait_for
+from tests.kube_cluster import endpoint, endpoint_slice, headless, namespace, service
+from tests.conftest import free_port
+from tests.test_prometheus import Scrape, http_port
+
+
+@pytest.fixture
+def api():
+    servers = []
+
+    def make(objects=()):
+        srv = FakeApiServer(objects).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def started():
+    servers: list[ServerThread] = []
+    yield servers
+    for srv in servers:
+        srv.stop()
+
+
+def exchange(port: int, wire: bytes, source: str = "127.0.0.1") -> dns.message.Message:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.bind((source, 0))
+        s.sendto(wire, ("127.0.0.1", port))
+        return dns.message.from_wire(s.recv(65535))
+
+
+def addresses(msg: dns.message.Message) -> list[str]:
+    return sorted(rr.address for rrset in msg.answer for rr in rrset if hasattr(rr, "address"))
+
+
+def test_each_reply_carries_its_query_id_case_and_flags(api, tmp_path, started):
+    server = api([namespace("testns"), service("web", ips=("10.0.0.7",))])
+    srv = kube_server(server, tmp_path)
+    started.append(srv)
+    for i, (name, rd, edns) in enumerate([("web.testns.svc.cluster.local", True, 0),
+                                          ("WEB.TestNS.svc.cluster.local", True, 0),
+                                          ("web.testns.svc.cluster.local", False, 0),
+                                          ("web.testns.svc.cluster.local", True, 1232)] * 3):
+        query = dns.message.make_query(name, "A", use_edns=0 if edns else False, payload=edns or 512)
+        query.id = 1000 + i
+        if not rd:
+            query.flags &= ~dns.flags.RD
+        reply = exchange(srv.port, query.to_wire())
+        assert reply.id == query.id
+        assert str(reply.question[0].name) == name + "."  # the question as asked, case and all
+        assert bool(reply.flags & dns.flags.RD) == rd
+        assert (reply.edns >= 0) == bool(edns)
+        assert addresses(reply) == ["10.0.0.7"]
+
+
+def test_a_watch_event_is_seen_by_the_next_query(api, tmp_path, started):
+    server = api([namespace("testns"), service("web", ips=("10.0.0.7",)), headless("db"),
+                  endpoint_slice("db-1", "db", [endpoint("10.1.0.1")])])
+    srv = kube_server(server, tmp_path)
+    started.append(srv)
+    for _ in range(5):  # asked again and again: its reply is kept
+        assert answer(srv, "web.testns.svc.cluster.local") == ("NOERROR", ["10.0.0.7"])
+        assert answer(srv, "gone.testns.svc.cluster.local")[0] == "NXDOMAIN"
+    server.apply(service("gone", ips=("10.0.0.9",)))
+    wait_for(lambda: answer(srv, "gone.testns.svc.cluster.local") == ("NOERROR", ["10.0.0.9"]), what="new service")
+    # The event that changed one name also reached every other kept reply: the next event
+    # is applied, and the first query after it already sees it.
+    server.apply(endpoint_slice("db-1", "db", [endpoint("10.1.0.2")]))
+    wait_for(lambda: answer(srv, "db.testns.svc.cluster.local") == ("NOERROR", ["10.1.0.2"]), what="moved endpoint")
+    server.delete("Service", "testns", "web")
+    wait_for(lambda: answer(srv, "web.testns.svc.cluster.local")[0] == "NXDOMAIN", what="deleted service")
+    assert answer(srv, "gone.testns.svc.cluster.local") == ("NOERROR", ["10.0.0.9"])
+
+
+def test_a_reload_drops_every_kept_reply(tmp_path, started):
+    manifests = tmp_path / "cluster.yaml"
+    manifests.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: testns}\n"
+        "spec: {type: ClusterIP, clusterIP: 10.0.0.7, clusterIPs: [10.0.0.7], ports: [{port: 80}]}\n")
+    conf = tmp_path / "Corefile"
+    body = ".:{port} {{\n bind 127.0.0.1\n kubernetes cluster.local {{\n  manifests {m}\n  ttl {ttl}\n }}\n}}\n"
+    port = free_port()
+    conf.write_text(body.format(port=port, m=manifests, ttl=5))
+    srv = ServerThread("", path=str(conf)).start()
+    started.append(srv)
+    for _ in range(3):
+        assert srv.query("web.testns.svc.cluster.local", "A").answer[0].ttl == 5
+    conf.write_text(body.format(port=port, m=manifests, ttl=30))
+    assert srv.reload()
+    assert srv.query("web.testns.svc.cluster.local", "A").answer[0].ttl == 30
+
+
+def test_replies_that_depend_on_the_client_are_not_kept(api, tmp_path, started):
+    # acl comes before kubernetes: what a client gets depends on its address.
+    server = api([namespace("testns"), service("web", ips=("10.0.0.7",))])
+    srv = kube_server(server, tmp_path, plugins=" acl {\n  block net 127.0.0.2/32\n }")
+    started.append(srv)
+    wire = dns.message.make_query("web.testns.svc.cluster.local", "A").to_wire()
+    for _ in range(4):
+        assert addresses(exchange(srv.port, wire, "127.0.0.1")) == ["10.0.0.7"]
+        assert exchange(srv.port, wire, "127.0.0.2").rcode() == dns.rcode.REFUSED
+
+
+def test_an_order_drawn_per_query_is_not_kept(api, tmp_path, started):
+    ips = [f"10.1.0.{i}" for i in range(1, 9)]
+    server = api([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
+    srv = kube_server(server, tmp_path, plugins=" loadbalance")
+    started.append(srv)
+    wire = dns.message.make_query("db.testns.svc.cluster.local", "A").to_wire()
+    orders = set()
+    for _ in range(30):
+        reply = exchange(srv.port, wire)
+        orders.add(tuple(rr.address for rrset in reply.answer for rr in rrset))
+    assert {ip for order in orders for ip in order} == set(ips)
+    assert len(orders) > 5  # 8 addresses: 40,320 orders; a kept reply would give one
+
+
+def test_every_kept_reply_is_counted(api, tmp_path, started):
+    server = api([namespace("testns"), service("web", ips=("10.0.0.7",))])
+    srv = kube_server(server, tmp_path, plugins=" prometheus 127.0.0.1:0\n errors")
+    started.append(srv)
+    wire = dns.message.make_query("web.testns.svc.cluster.local", "A").to_wire()
+    sizes = [len(exchange(srv.port, wire).to_wire()) for _ in range(25)]
+    m = Scrape(http_port(srv))
+    zone = dict(zone=".", proto="udp")
+    assert m.value("coredns_dns_requests_total", **zone, type="A") == 25
+    assert m.value("coredns_dns_responses_total", zone=".", rcode="NOERROR", plugin="kubernetes") == 25
+    assert m.value("coredns_dns_request_duration_seconds_count", zone=".") == 25
+    assert m.value("coredns_dns_request_size_bytes_sum", **zone) == 25 * len(wire)
+    assert m.value("coredns_dns_response_size_bytes_sum", **zone) == sum(sizes)
+
+
+def test_cache_hits_kept_count_and_age(tmp_path, started):
+    up = Upstream({("kept.example.", "A"): ["192.0.2.1"]}, ttl=60).start()
+    try:
+        srv = ServerThread(f".:0 {{\n bind 127.0.0.1\n prometheus 127.0.0.1:0\n cache\n"
+                           f" forward . {up.address[0]}:{up.address[1]}\n}}\n").start()
+        started.append(srv)
+        wire = dns.message.make_query("kept.example", "A").to_wire()
+        first = exchange(srv.port, wire)
+        ttls = [exchange(srv.port, wire).answer[0].ttl for _ in range(10)]
+        assert len(up.queries) == 1  # every later one came from the cache
+        assert first.answer[0].ttl == 60 and min(ttls) >= 59
+        time.sleep(2.1)
+        assert exchange(srv.port, wire).answer[0].ttl <= 58  # a kept reply ages with its cache entry
+        hits = metric(http_port(srv), "coredns_cache_hits_total")
+        assert hits == 11
+    finally:
+        up.stop()
+
+
+def test_kept_replies_are_bounded(api, tmp_path, started):
+    server = api([namespace("testns")])
+    srv = kube_server(server, tmp_path, plugins=" prometheus 127.0.0.1:0")
+    started.append(srv)
+    n = replies.MAX_ENTRIES + 500
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        for start in range(0, n, 200):  # in waves, so that no datagram is lost to a full buffer
+            for i in range(start, min(start + 200, n)):
+                s.sendto(dns.message.make_query(f"x{i}.testns.svc.cluster.local", "A").to_wire(),
+                         ("127.0.0.1", srv.port))
+            for _ in range(start, min(start + 200, n)):
+                s.recv(512)
+    kept = metric(http_port(srv), "pydns_udp_kept_replies")
+    assert 0 < kept <= replies.MAX_ENTRIES
+    size = metric(http_port(srv), "pydns_udp_kept_reply_bytes")
+    assert 0 < size <= replies.MAX_BYTES
+
+
+def test_bufsize_ahead_keeps_replies_sized_for_each_query(api, tmp_path, started):
+    # bufsize lowers a large EDNS0 size: a reply kept for one size is never sent for another.
+    ips = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(60)]  # 60 A records: about 1 KB
+    server = api([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
+    srv = kube_server(server, tmp_path, plugins=" bufsize 512")
+    started.append(srv)
+    for _ in range(3):
+        for payload in (4096, 1232, 512):
+            query = dns.message.make_query("db.testns.svc.cluster.local", "A", use_edns=0, payload=payload)
+            reply = exchange(srv.port, query.to_wire())
+            assert reply.flags & dns.flags.TC  # cut to bufsize's 512, whatever the client offered
+        plain = exchange(srv.port, dns.message.make_query("db.testns.svc.cluster.local", "A").to_wire())
+        assert plain.flags & dns.flags.TC and plain.edns < 0
