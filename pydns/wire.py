@@ -9,7 +9,8 @@ the question at offset 12; since every query for the same name has a question of
 length, the bytes stay valid for any query whose name differs only in letter case.  Per
 query the header is written from the query's ID and RD/CD bits, the query's own question is
 copied in (which preserves its case), and an OPT record is appended when the client sent
-one.  Building answers (dnslib) happens on the slow paths: when data changes, not per packet.
+one; an ``OptionAnswer`` writes its EDNS0 options (NSID, extended errors) into that record.
+Building answers (dnslib) happens on the slow paths: when data changes, not per packet.
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ class Answer:
         """The same answer with its records rearranged (loadbalance, cache), or cut short:
         ``counts`` (answer, authority, additional) for the records ``body`` holds then, and
         ``truncated`` to set TC."""
-        clone = Answer.__new__(Answer)
+        clone = Answer.__new__(type(self))
         clone.flags, clone.rcode, clone.an, clone.ns, clone.ar = self.flags, self.rcode, self.an, self.ns, self.ar
         clone.ttl, clone.error, clone.plugin = self.ttl, self.error, self.plugin
         clone._counts, clone._counts_opt = self._counts, self._counts_opt
@@ -359,6 +360,58 @@ class Answer:
 _CUTS_MAX = 8  # sizes remembered per answer (512, 1232, 4096, TCP... cover real clients)
 
 
+# ---- EDNS0 options in replies
+EDNS_NSID = 3  # RFC 5001
+EDNS_EDE = 15  # RFC 8914, Extended DNS Errors
+EDE_BLOCKED, EDE_FILTERED = 15, 17  # INFO-CODEs (RFC 8914 section 4)
+
+
+def edns_option(code: int, data: bytes) -> bytes:
+    """One EDNS0 option as it sits in an OPT record's rdata: code, length, data."""
+    return _HH.pack(code, len(data)) + data
+
+
+def extended_error(code: int, text: str = "") -> bytes:
+    """The Extended DNS Error option (RFC 8914): INFO-CODE and UTF-8 EXTRA-TEXT."""
+    return edns_option(EDNS_EDE, _H.pack(code) + text.encode())
+
+
+class OptionAnswer(Answer):
+    """An answer whose replies carry EDNS0 options (NSID, extended errors...) in their OPT record.
+
+    ``options`` is the options' packed bytes, in order.  Queries without an OPT record get
+    the plain reply: a reply has an OPT record only when its query had one (RFC 6891).
+    Per query this is the plain splice with the options written into the OPT record's rdata;
+    truncation leaves room for them.  Options that would not fit in the client's size even
+    with no records at all are left out rather than sending an oversized reply.
+    """
+
+    __slots__ = ("options",)
+
+    def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
+        options = self.options
+        if not req.edns_size or 12 + len(req.question) + OPT_SIZE + len(options) > limit:
+            return Answer.render(self, req, limit)
+        out = Answer.render(self, req, limit - len(options))
+        # The reply ends with the OPT record Answer.render wrote: its rdata length, no options.
+        return b"".join((out[:-2], _H.pack(len(options)), options))
+
+    def with_body(self, body: bytes, counts: tuple | list | None = None, truncated: bool = False) -> "OptionAnswer":
+        clone = Answer.with_body(self, body, counts, truncated)
+        clone.options = self.options
+        return clone
+
+
+def with_options(answer: Answer, *options: bytes) -> OptionAnswer:
+    """``answer`` (its records, flags and rcode) with ``options`` added to its replies' OPT
+    record, after any it carries already (slow path: made once per answer, then kept)."""
+    out = OptionAnswer.__new__(OptionAnswer)
+    for slot in Answer.__slots__:
+        setattr(out, slot, getattr(answer, slot))
+    out.options = getattr(answer, "options", b"") + b"".join(options)
+    return out
+
+
 def _fitting_prefix(question: bytes, body: bytes, total: int, room: int) -> tuple[int, int]:
     """How many leading records of ``body`` fit in ``room`` bytes, and the bytes they take.
 
@@ -399,6 +452,7 @@ def rcode_of(answer: Answer) -> str:
 
 
 __all__ = [
-    "Answer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name",
+    "Answer", "OptionAnswer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name",
+    "edns_option", "extended_error", "with_options",
     "OPCODE", "QTYPE", "RR",
 ]
