@@ -30,6 +30,7 @@ import os
 import socket
 
 from pydns import stats
+from pydns.plugin import NoReply
 from pydns.transport import IP_PKTINFO, IPV6_RECVPKTINFO, Router, dispatch, settle
 from pydns.wire import SERVFAIL, Answer, MalformedQuery, Request, badvers, status
 
@@ -174,6 +175,8 @@ class UDPListener:
     async def _later(self, req: Request, result, addr, reply_from: tuple[list, str] | None) -> None:
         try:
             answer = await settle(req, result)
+        except NoReply:  # dropped (acl): the client gets nothing
+            return
         finally:
             self.pending -= 1
         if not self.closed:
