@@ -9,7 +9,7 @@ the question at offset 12; since every query for the same name has a question of
 length, the bytes stay valid for any query whose name differs only in letter case.  Per
 query the header is written from the query's ID and RD/CD bits, the query's own question is
 copied in (which preserves its case), and an OPT record is appended when the client sent
-one; an ``OptionAnswer`` writes its EDNS0 options (NSID, extended errors) into that record.
+one, with the answer's EDNS0 options (NSID, extended errors), if it has any, in its rdata.
 Building answers (dnslib) happens on the slow paths: when data changes, not per packet.
 """
 
@@ -235,11 +235,14 @@ class Answer:
 
     ``body`` must have been packed after a question of the same shape as the query's (the
     constructors below take care of that), so that compression pointers stay valid.
-    ``ttl`` is the smallest TTL in it (for caches).
+    ``ttl`` is the smallest TTL in it (for caches).  ``options`` are EDNS0 options (packed,
+    in order: see ``with_options``) that its replies carry in their OPT record; a reply has
+    an OPT record only when its query had one (RFC 6891), so clients without EDNS0 never
+    see them.
     """
 
     __slots__ = ("flags", "rcode", "an", "ns", "ar", "body", "ttl", "_counts", "_counts_opt", "_cuts", "error",
-                 "plugin")
+                 "plugin", "options")
 
     def __init__(self, rcode: int = NOERROR, an: int = 0, ns: int = 0, ar: int = 0, body: bytes = b"",
                  aa: bool = True, ra: bool = False, ttl: int | None = None, extra_flags: int = 0,
@@ -253,6 +256,7 @@ class Answer:
         self.error = None  # an explanation, for the errors plugin
         self._counts, self._counts_opt = _section_counts(an, ns, ar)
         self._cuts = None  # room -> (records kept, bytes kept): see ``truncated``
+        self.options = b""
 
     # ---- per query: the byte splice
     def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
@@ -262,12 +266,23 @@ class Answer:
             opt = _OPT_CACHE.get(okey)
             if opt is None:
                 opt = _OPT_CACHE.setdefault(okey, opt_record(req.edns_size, req.do))
+            if self.options:
+                opt = self._opt_with_options(opt, limit - 12 - len(req.question))
             if 12 + len(req.question) + len(self.body) + len(opt) > limit:
                 return self.truncated(req, flags, limit, opt)
             return b"".join((req.data[:2], _H.pack(flags), self._counts_opt, req.question, self.body, opt))
         if 12 + len(req.question) + len(self.body) > limit:
             return self.truncated(req, flags, limit, b"")
         return b"".join((req.data[:2], _H.pack(flags), self._counts, req.question, self.body))
+
+    def _opt_with_options(self, opt: bytes, room: int) -> bytes:
+        """The OPT record with the answer's options in its rdata.  Options that would not fit
+        in ``room`` even beside no records at all are left out, rather than the reply
+        growing past the client's size."""
+        options = self.options
+        if len(opt) + len(options) > room:
+            return opt
+        return b"".join((opt[:-2], _H.pack(len(options)), options))
 
     def truncated(self, req: Request, flags: int, limit: int, opt: bytes) -> bytes:
         """As many whole records as fit under ``limit``, with TC set (miekg/dns's ``Truncate``).
@@ -297,9 +312,9 @@ class Answer:
         """The same answer with its records rearranged (loadbalance, cache), or cut short:
         ``counts`` (answer, authority, additional) for the records ``body`` holds then, and
         ``truncated`` to set TC."""
-        clone = Answer.__new__(type(self))
+        clone = Answer.__new__(Answer)
         clone.flags, clone.rcode, clone.an, clone.ns, clone.ar = self.flags, self.rcode, self.an, self.ns, self.ar
-        clone.ttl, clone.error, clone.plugin = self.ttl, self.error, self.plugin
+        clone.ttl, clone.error, clone.plugin, clone.options = self.ttl, self.error, self.plugin, self.options
         clone._counts, clone._counts_opt = self._counts, self._counts_opt
         clone.body = body
         clone._cuts = None
@@ -376,39 +391,11 @@ def extended_error(code: int, text: str = "") -> bytes:
     return edns_option(EDNS_EDE, _H.pack(code) + text.encode())
 
 
-class OptionAnswer(Answer):
-    """An answer whose replies carry EDNS0 options (NSID, extended errors...) in their OPT record.
-
-    ``options`` is the options' packed bytes, in order.  Queries without an OPT record get
-    the plain reply: a reply has an OPT record only when its query had one (RFC 6891).
-    Per query this is the plain splice with the options written into the OPT record's rdata;
-    truncation leaves room for them.  Options that would not fit in the client's size even
-    with no records at all are left out rather than sending an oversized reply.
-    """
-
-    __slots__ = ("options",)
-
-    def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
-        options = self.options
-        if not req.edns_size or 12 + len(req.question) + OPT_SIZE + len(options) > limit:
-            return Answer.render(self, req, limit)
-        out = Answer.render(self, req, limit - len(options))
-        # The reply ends with the OPT record Answer.render wrote: its rdata length, no options.
-        return b"".join((out[:-2], _H.pack(len(options)), options))
-
-    def with_body(self, body: bytes, counts: tuple | list | None = None, truncated: bool = False) -> "OptionAnswer":
-        clone = Answer.with_body(self, body, counts, truncated)
-        clone.options = self.options
-        return clone
-
-
-def with_options(answer: Answer, *options: bytes) -> OptionAnswer:
+def with_options(answer: Answer, *options: bytes) -> Answer:
     """``answer`` (its records, flags and rcode) with ``options`` added to its replies' OPT
     record, after any it carries already (slow path: made once per answer, then kept)."""
-    out = OptionAnswer.__new__(OptionAnswer)
-    for slot in Answer.__slots__:
-        setattr(out, slot, getattr(answer, slot))
-    out.options = getattr(answer, "options", b"") + b"".join(options)
+    out = answer.with_body(answer.body)
+    out.options = answer.options + b"".join(options)
     return out
 
 
@@ -452,7 +439,7 @@ def rcode_of(answer: Answer) -> str:
 
 
 __all__ = [
-    "Answer", "OptionAnswer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name",
+    "Answer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name",
     "edns_option", "extended_error", "with_options",
     "OPCODE", "QTYPE", "RR",
 ]
