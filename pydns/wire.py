@@ -29,6 +29,9 @@ _OPT_FIXED = struct.Struct("!HHBBHH")  # type, class=udp size, ext rcode, versio
 QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 OPCODE_MASK = 0x7800
 TYPE_OPT = 41
+EDNS_NSID = 3  # EDNS0 option codes: RFC 5001
+EDNS_EDE = 15  # RFC 8914, Extended DNS Errors
+EDE_BLOCKED, EDE_FILTERED = 15, 17  # its INFO-CODEs (RFC 8914 section 4)
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16
@@ -343,7 +346,9 @@ class Answer:
 
     @classmethod
     def from_message(cls, msg: bytes, plugin: str = "") -> "Answer":
-        """An answer from a whole response (an upstream's): its OPT record is dropped.
+        """An answer from a whole response (an upstream's): its OPT record is dropped, all but
+        the extended DNS errors in it, which its replies carry on (as CoreDNS's forward relays
+        them; the rest of the upstream's options, cookies and the like, are for this hop only).
 
         The body's pointers stay valid for a query whose question has the same length
         as the response's (forward sends the client's question as it came).  Raises
@@ -358,29 +363,42 @@ class Answer:
         ttl = None
         ext_rcode = 0
         ar_kept = 0
+        errors = b""
         for index in range(an + ns + ar):
             rr_start, rtype, _rclass, rttl, rdlen = p.get_record()
             p.skip(rdlen)
             if rtype == TYPE_OPT:
                 ext_rcode = rttl >> 24
+                errors = _extended_errors(msg[p.current - rdlen : p.current])
                 continue
             if index >= an + ns:
                 ar_kept += 1
             kept += msg[rr_start : p.current]
             ttl = rttl if ttl is None else min(ttl, rttl)
-        return cls((ext_rcode << 4) | (flags & 0xF), an, ns, ar_kept, bytes(kept), aa=bool(flags & AA),
-                   ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD, plugin=plugin)
+        answer = cls((ext_rcode << 4) | (flags & 0xF), an, ns, ar_kept, bytes(kept), aa=bool(flags & AA),
+                     ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD, plugin=plugin)
+        answer.options = errors
+        return answer
+
+
+def _extended_errors(rdata: bytes) -> bytes:
+    """The extended DNS error options among an OPT record's options, as they are packed."""
+    kept = []
+    at = 0
+    while at + 4 <= len(rdata):
+        code, length = _HH.unpack_from(rdata, at)
+        if at + 4 + length > len(rdata):
+            break  # an option running past its record: not passed on
+        if code == EDNS_EDE:
+            kept.append(rdata[at : at + 4 + length])
+        at += 4 + length
+    return b"".join(kept)
 
 
 _CUTS_MAX = 8  # sizes remembered per answer (512, 1232, 4096, TCP... cover real clients)
 
 
 # ---- EDNS0 options in replies
-EDNS_NSID = 3  # RFC 5001
-EDNS_EDE = 15  # RFC 8914, Extended DNS Errors
-EDE_BLOCKED, EDE_FILTERED = 15, 17  # INFO-CODEs (RFC 8914 section 4)
-
-
 def edns_option(code: int, data: bytes) -> bytes:
     """One EDNS0 option as it sits in an OPT record's rdata: code, length, data."""
     return _HH.pack(code, len(data)) + data

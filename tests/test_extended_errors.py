@@ -1,7 +1,8 @@
 """Extended DNS errors (RFC 8914) and other EDNS0 options in replies, over real UDP/TCP.
 
 acl's own extended errors are in test_acl.py; here template's ``ederror``, NSID and an extended
-error in one reply, and truncation of replies that carry options.
+error in one reply, truncation of replies that carry options, and an upstream's extended
+errors passed on by forward.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
-from dns.edns import EDECode, NSIDOption, OptionType
+from dns.edns import CookieOption, EDECode, EDEOption, NSIDOption, OptionType
 
-from tests.plugin_cases import ask, corefile, startup_error
+from tests.plugin_cases import UdpResponder, ask, corefile, startup_error
 
 INVALID = ('template ANY ANY invalid {\n  rcode NXDOMAIN\n'
            '  authority "invalid. 60 {{ .Class }} SOA ns.invalid. hostmaster.invalid. (1 60 60 60 60)"\n'
@@ -126,3 +127,34 @@ def test_options_that_cannot_fit_are_left_out_rather_than_overflow(serve):
     reply = dns.message.from_wire(raw)
     assert len(raw) <= 512 and reply.flags & dns.flags.TC and reply.edns == 0 and options(reply) == []
     assert options(ask(srv, "t.example", "TXT", tcp=True, use_edns=0)) == [ede(EDECode.PROHIBITED, reason)]
+
+
+# ---------------------------------------------------------------- forward
+
+class ExplainingUpstream(UdpResponder):
+    """SERVFAILs every query with two extended errors and a cookie in its OPT record."""
+
+    def reply(self, data: bytes) -> bytes:
+        reply = dns.message.make_response(dns.message.from_wire(data))
+        reply.set_rcode(dns.rcode.SERVFAIL)
+        reply.use_edns(0, options=[EDEOption(EDECode.DNSSEC_BOGUS, "signature expired"),
+                                   CookieOption(b"c" * 8, b"s" * 16), EDEOption(EDECode.NETWORK_ERROR)])
+        return reply.to_wire()
+
+
+@pytest.fixture
+def explaining():
+    up = ExplainingUpstream()
+    yield up
+    up.stop()
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_forward_passes_on_the_upstreams_extended_errors_only(serve, explaining, tcp):
+    # prefer_udp: the upstream answers UDP only, whatever the client came over
+    srv = serve(corefile(f" nsid pydns-7\n forward . 127.0.0.1:{explaining.port} {{\n  prefer_udp\n }}"))
+    reply = ask(srv, "a.example", "A", tcp=tcp, use_edns=0, options=[NSIDOption(b"")])
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert options(reply) == [ede(EDECode.DNSSEC_BOGUS, "signature expired"), ede(EDECode.NETWORK_ERROR),
+                              (OptionType.NSID, b"pydns-7")]
+    assert ask(srv, "a.example", "A", tcp=tcp).edns == -1
