@@ -1,8 +1,8 @@
 """Extended DNS errors (RFC 8914) and other EDNS0 options in replies, over real UDP/TCP.
 
 acl's own extended errors are in test_acl.py; here template's ``ederror``, NSID and an extended
-error in one reply, truncation of replies that carry options, and an upstream's extended
-errors passed on by forward.
+error in one reply, truncation of replies that carry options, an upstream's extended
+errors passed on by forward, and answers remade by rewrite and autopath.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import socket
 
 import dns.flags
 import dns.message
+import dns.query
 import dns.rcode
 import pytest
+import yaml
 from dns.edns import CookieOption, EDECode, EDEOption, NSIDOption, OptionType
 
 from tests.plugin_cases import UdpResponder, ask, corefile, startup_error
@@ -158,3 +160,31 @@ def test_forward_passes_on_the_upstreams_extended_errors_only(serve, explaining,
     assert options(reply) == [ede(EDECode.DNSSEC_BOGUS, "signature expired"), ede(EDECode.NETWORK_ERROR),
                               (OptionType.NSID, b"pydns-7")]
     assert ask(srv, "a.example", "A", tcp=tcp).edns == -1
+
+
+# ---------------------------------------------------------------- answers made again keep their options
+
+def test_rewrite_and_autopath_keep_the_extended_error_of_the_answer_they_remake(serve, tmp_path):
+    from tests.test_autopath import SHOP_POD, cluster, svc
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(cluster()))
+    srv = serve(f""".:0 {{
+ bind 127.0.0.1
+ rewrite name alias.example.com api.example.com
+ autopath @kubernetes
+ template IN A example.com {{
+  answer "{{{{ .Name }}}} 60 IN A 192.0.2.7"
+  ederror 4 "made up"
+ }}
+ kubernetes cluster.local {{
+  manifests {path}
+  pods verified
+ }}
+}}
+""")
+    error = [ede(EDECode.FORGED_ANSWER, "made up")]
+    for name in ("alias.example.com", f"api.example.com.{svc('shop')}"):  # rewrite's question put back; autopath's walk
+        q = dns.message.make_query(name, "A", use_edns=0)
+        reply = dns.query.udp(q, "127.0.0.1", port=srv.port, timeout=5, source=SHOP_POD)
+        assert reply.answer[-1].to_text().endswith("IN A 192.0.2.7") and options(reply) == error, reply
