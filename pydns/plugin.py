@@ -59,6 +59,10 @@ class NoReply(asyncio.CancelledError):
     into SERVFAIL) let it through; the listeners send nothing and serve the next query.
     """
 
+    def __init__(self, plugin: str):
+        super().__init__(f"{plugin} sends no reply")
+        self.plugin = plugin
+
 
 def register(name: str) -> Callable[[type["Plugin"]], type["Plugin"]]:
     if name not in ORDER:

@@ -103,6 +103,10 @@ def test_outcomes_are_counted(serve):
         return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                 if line.startswith("coredns_acl_") and 'server="dns://127.0.0.1:0"' in line}
 
+    def responses(rcode: str) -> list[str]:
+        return [line for line in get(port, "/metrics")[1].splitlines()
+                if line.startswith("coredns_dns_responses_total{") and f'rcode="{rcode}"' in line]
+
     before = counts()
     for qtype in ("A", "A", "MX", "TXT"):
         ask(srv, "x.org", qtype)
@@ -117,6 +121,22 @@ def test_outcomes_are_counted(serve):
         f'coredns_acl_filtered_requests_total{{{server},view="",zone="."}}': 1,
         f'coredns_acl_dropped_requests_total{{{server},view="",zone="."}}': 1,
         f'coredns_acl_allowed_requests_total{{{server},view=""}}': 1}
+    # the replies acl writes are its own in the responses' plugin label, as in CoreDNS
+    assert [line.rsplit(" ", 1)[1] for line in responses("REFUSED") if 'plugin="acl"' in line] == ["2.0"]
+    assert [line.rsplit(" ", 1)[1] for line in responses("NOERROR") if 'plugin="acl"' in line] == ["1.0"]
+
+
+def test_explain_names_acl_for_what_it_refused_or_dropped(serve):
+    from pydns.explain import describe, fetch
+    from tests.conftest import free_port
+
+    port = free_port()
+    serve(corefile(f" explain 127.0.0.1:{port}\n acl {{\n  block type MX\n  drop type A\n }}\n whoami"))
+    status, out = fetch(f"http://127.0.0.1:{port}", "x.org", "MX")
+    assert status == 200 and (out["rcode"], out["plugin"]) == ("REFUSED", "acl"), out
+    status, out = fetch(f"http://127.0.0.1:{port}", "x.org", "A")
+    assert status == 200 and (out["rcode"], out["plugin"], out["steps"][-1]["verdict"]) == (None, "acl", "dropped")
+    assert describe(out).startswith("x.org. A: no reply") and "gets no reply" in describe(out)
 
 
 @pytest.mark.parametrize("body,line,message", [

@@ -30,8 +30,7 @@ from dnslib import QTYPE
 from pydns import metrics
 from pydns.corefile import Directive
 from pydns.plugin import NoReply, Plugin, register
-from pydns.wire import (EDE_BLOCKED, EDE_FILTERED, NOERROR, REFUSED, Answer, Request, extended_error, status,
-                        with_options)
+from pydns.wire import EDE_BLOCKED, EDE_FILTERED, NOERROR, REFUSED, Answer, Request, extended_error, with_options
 from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 ACTIONS = ("allow", "block", "filter", "drop")
@@ -52,7 +51,7 @@ COUNTS = metrics.plain_counters("acl", {
 })
 
 # Clients that sent an OPT record see why: extended DNS errors 15 (Blocked), 17 (Filtered).
-BLOCKED = with_options(status(REFUSED), extended_error(EDE_BLOCKED))
+BLOCKED = with_options(Answer(REFUSED, aa=False, plugin="acl"), extended_error(EDE_BLOCKED))
 FILTERED = with_options(Answer(NOERROR, aa=False, plugin="acl"), extended_error(EDE_FILTERED))
 
 
@@ -74,7 +73,7 @@ class Rule:
 async def _no_reply() -> Answer:
     # An answer the listeners never send: the client times out (UDP) or waits while the
     # connection serves its next query (TCP), as CoreDNS does.
-    raise NoReply
+    raise NoReply("acl")
 
 
 def parse_policy(d: Directive, opt: Directive) -> Policy:
