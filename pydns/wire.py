@@ -381,40 +381,7 @@ class Answer:
         return answer
 
 
-def _extended_errors(rdata: bytes) -> bytes:
-    """The extended DNS error options among an OPT record's options, as they are packed."""
-    kept = []
-    at = 0
-    while at + 4 <= len(rdata):
-        code, length = _HH.unpack_from(rdata, at)
-        if at + 4 + length > len(rdata):
-            break  # an option running past its record: not passed on
-        if code == EDNS_EDE:
-            kept.append(rdata[at : at + 4 + length])
-        at += 4 + length
-    return b"".join(kept)
-
-
 _CUTS_MAX = 8  # sizes remembered per answer (512, 1232, 4096, TCP... cover real clients)
-
-
-# ---- EDNS0 options in replies
-def edns_option(code: int, data: bytes) -> bytes:
-    """One EDNS0 option as it sits in an OPT record's rdata: code, length, data."""
-    return _HH.pack(code, len(data)) + data
-
-
-def extended_error(code: int, text: str = "") -> bytes:
-    """The Extended DNS Error option (RFC 8914): INFO-CODE and UTF-8 EXTRA-TEXT."""
-    return edns_option(EDNS_EDE, _H.pack(code) + text.encode())
-
-
-def with_options(answer: Answer, *options: bytes) -> Answer:
-    """``answer`` (its records, flags and rcode) with ``options`` added to its replies' OPT
-    record, after any it carries already (slow path: made once per answer, then kept)."""
-    out = answer.with_body(answer.body)
-    out.options = answer.options + b"".join(options)
-    return out
 
 
 def _fitting_prefix(question: bytes, body: bytes, total: int, room: int) -> tuple[int, int]:
@@ -432,6 +399,43 @@ def _fitting_prefix(question: bytes, body: bytes, total: int, room: int) -> tupl
             break
         end, kept = p.current - base, kept + 1
     return kept, end
+
+
+# ---- EDNS0 options in replies
+def edns_option(code: int, data: bytes) -> bytes:
+    """One EDNS0 option as it sits in an OPT record's rdata: code, length, data."""
+    return _HH.pack(code, len(data)) + data
+
+
+def extended_error(code: int, text: str = "") -> bytes:
+    """The Extended DNS Error option (RFC 8914): INFO-CODE and UTF-8 EXTRA-TEXT.  Raises
+    ValueError for a text longer than an option holds."""
+    data = _H.pack(code) + text.encode()
+    if len(data) > 0xFFFF:
+        raise ValueError(f"extended DNS error text of {len(data) - 2} bytes: at most {0xFFFF - 2}")
+    return edns_option(EDNS_EDE, data)
+
+
+def with_options(answer: Answer, *options: bytes) -> Answer:
+    """``answer`` (its records, flags and rcode) with ``options`` added to its replies' OPT
+    record, after any it carries already (slow path: made once per answer, then kept)."""
+    out = answer.with_body(answer.body)
+    out.options = answer.options + b"".join(options)
+    return out
+
+
+def _extended_errors(rdata: bytes) -> bytes:
+    """The extended DNS error options among an OPT record's options, as they are packed."""
+    kept = []
+    at = 0
+    while at + 4 <= len(rdata):
+        code, length = _HH.unpack_from(rdata, at)
+        if at + 4 + length > len(rdata):
+            break  # an option running past its record: not passed on
+        if code == EDNS_EDE:
+            kept.append(rdata[at : at + 4 + length])
+        at += 4 + length
+    return b"".join(kept)
 
 
 _STATUS_CACHE: dict[int, Answer] = {}

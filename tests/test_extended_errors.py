@@ -74,9 +74,14 @@ def test_template_ederror_is_kept_by_the_cache_in_front(serve):
             ede(EDECode.NOT_SUPPORTED, "Blocked according to RFC2606")]
 
 
-@pytest.mark.parametrize("line", ["ederror ٣", "ederror 65536", "ederror -1"])
-def test_template_ederror_code_must_be_a_number_of_16_bits(tmp_path, line):
-    startup_error(tmp_path, f" template ANY ANY invalid {{\n  {line}\n }}", 4, "error parsing extended DNS error code")
+@pytest.mark.parametrize("line,message", [
+    ("ederror ٣", "error parsing extended DNS error code ٣"),
+    ("ederror 65536", "error parsing extended DNS error code 65536"),
+    ("ederror -1", "error parsing extended DNS error code -1"),
+    (f"ederror 1 {'x' * 65534}", "extended DNS error text of 65534 bytes: at most 65533"),
+])
+def test_template_ederror_code_and_reason_must_fit_the_option(tmp_path, line, message):
+    startup_error(tmp_path, f" template ANY ANY invalid {{\n  {line}\n }}", 4, message)
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])

@@ -210,7 +210,10 @@ class TemplatePlugin(Plugin):
                 raise opt.error("plugin/template: ederror takes a code and an optional reason", opt.args[2])
             if not (values[0].isascii() and values[0].isdigit()) or int(values[0]) > 0xFFFF:
                 raise opt.error(f"plugin/template: error parsing extended DNS error code {values[0]}", opt.args[0])
-            entry.ederror = extended_error(int(values[0]), values[1] if len(values) == 2 else "")
+            try:
+                entry.ederror = extended_error(int(values[0]), values[1] if len(values) == 2 else "")
+            except ValueError as exc:
+                raise opt.error(f"plugin/template: {exc}", opt.args[1]) from None
         elif name == "fallthrough":
             entry.fall = zones_by_wire(normalize_zones(opt.args, ["."]))
         elif name == "upstream":
