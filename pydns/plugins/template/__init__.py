@@ -141,8 +141,8 @@ class Entry:
         self.regexes: list[re.Pattern] = []
         self.sections: dict[str, list[Template]] = {"answer": [], "additional": [], "authority": []}
         self.rcode = 0
-        self.fall: dict[bytes, str] | None = None
         self.ederror = b""  # the extended DNS error option its replies carry, if any
+        self.fall: dict[bytes, str] | None = None
         self.per_query = False
 
     def falls_through(self, key: bytes) -> bool:
