@@ -29,7 +29,6 @@ import urllib.request
 
 from dnslib import EDNS0, DNSRecord
 
-from pydns.plugin import NoReply
 from pydns.transport import dispatch, settle
 from pydns.wire import Answer, Request, rcode_of, type_name
 
@@ -93,12 +92,12 @@ async def explain(instance, name: str, qtype: str = "A", port: int | None = None
     req = Request(data, proto, ("127.0.0.1", 0), "explain")
     req.trace = trace = Trace()
     result = dispatch(router, req)
-    answer = result if isinstance(result, Answer) else await asyncio.wait_for(_settled(req, result), DEADLINE)
+    answer = result if isinstance(result, Answer) else await asyncio.wait_for(settle(req, result), DEADLINE)
     server = req.server
     out: dict = {"name": req.name, "type": type_name(req.qtype), "port": configured}
-    if isinstance(answer, NoReply):
+    if answer is None:  # dropped: no reply at all
         out.update(rcode=None, flags=[], answer=[], authority=[], additional=[])
-        return _dropped(out, server, req.zone, trace, answer.plugin)
+        return _dropped(out, server, req.zone, trace)
     reply = DNSRecord.parse(req.render(answer))
     out.update({
         "rcode": rcode_of(answer),
@@ -133,14 +132,6 @@ async def explain(instance, name: str, qtype: str = "A", port: int | None = None
     return out
 
 
-async def _settled(req: Request, result) -> Answer | NoReply:
-    """``settle``, with a query that gets no reply (acl's drop) as its ``NoReply``."""
-    try:
-        return await settle(req, result)
-    except NoReply as dropped:
-        return dropped
-
-
 def _block_and_chain(out: dict, server, zone: str) -> None:
     out["block"] = {"keys": [str(t) for t in server.block.keys], "zone": zone}
     chain = []
@@ -151,13 +142,15 @@ def _block_and_chain(out: dict, server, zone: str) -> None:
     out["chain"] = chain[:-1]  # without the end of the chain
 
 
-def _dropped(out: dict, server, zone: str, trace: Trace, plugin: str) -> dict:
-    """The explanation of a query that gets no reply at all: ``rcode`` is None."""
+def _dropped(out: dict, server, zone: str, trace: Trace) -> dict:
+    """The explanation of a query that gets no reply at all (``rcode`` None); the plugin that
+    dropped it noted why as the last step."""
     _block_and_chain(out, server, zone)
-    out["plugin"] = plugin
-    out["steps"] = trace.steps + [{"plugin": plugin, "verdict": "dropped",
-                                   "reason": f"{plugin} dropped the query: the client gets no reply"}]
-    out["reason"] = f"server block `{' '.join(out['block']['keys'])}` (zone {zone}); plugin {plugin} sent no reply"
+    out["plugin"] = trace.steps[-1]["plugin"] if trace.steps else None
+    out["steps"] = trace.steps
+    out["reason"] = f"server block `{' '.join(out['block']['keys'])}` (zone {zone}); no reply"
+    if trace.steps:
+        out["reason"] += f": {trace.steps[-1]['plugin']}: {trace.steps[-1]['reason']}"
     return out
 
 

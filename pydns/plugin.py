@@ -56,12 +56,9 @@ class NoReply(asyncio.CancelledError):
     """Raised by an awaitable answer whose query gets no reply at all (acl's ``drop``).
 
     A cancellation, so that the plugins it passes on its way out (which turn an ``Exception``
-    into SERVFAIL) let it through; the listeners send nothing and serve the next query.
+    into SERVFAIL) let it through; ``pydns.transport.settle`` makes it None, and the listeners
+    send nothing and serve the next query.  The plugin notes why in ``req.trace``.
     """
-
-    def __init__(self, plugin: str):
-        super().__init__(f"{plugin} sends no reply")
-        self.plugin = plugin
 
 
 def register(name: str) -> Callable[[type["Plugin"]], type["Plugin"]]:

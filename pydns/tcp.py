@@ -35,7 +35,6 @@ import logging
 import struct
 
 from pydns import stats
-from pydns.plugin import NoReply
 from pydns.transport import Router, dispatch, settle
 from pydns.wire import Answer, MalformedQuery, Request, badvers
 
@@ -301,12 +300,10 @@ class TCPConnection(asyncio.BufferedProtocol):
     async def _later(self, req: Request, result) -> None:
         try:
             answer = await settle(req, result)
-        except NoReply:  # dropped (acl): nothing to send, the connection goes on with the next query
-            answer = None
         finally:
             self.inflight -= 1
             self._release()  # a connection already gone gives back its slot with its last answer
-        if answer is not None:
+        if answer is not None:  # None: dropped (acl), the connection goes on with the next query
             self._send(req.render(answer))
         if not self.transport.is_closing():
             self._resume()

@@ -30,7 +30,6 @@ import os
 import socket
 
 from pydns import stats
-from pydns.plugin import NoReply
 from pydns.transport import IP_PKTINFO, IPV6_RECVPKTINFO, Router, dispatch, settle
 from pydns.wire import SERVFAIL, Answer, MalformedQuery, Request, badvers, status
 
@@ -175,11 +174,9 @@ class UDPListener:
     async def _later(self, req: Request, result, addr, reply_from: tuple[list, str] | None) -> None:
         try:
             answer = await settle(req, result)
-        except NoReply:  # dropped (acl): the client gets nothing
-            return
         finally:
             self.pending -= 1
-        if not self.closed:
+        if answer is not None and not self.closed:  # None: dropped (acl), the client gets nothing
             self._send(req.render(answer), addr, reply_from)
 
 

@@ -70,10 +70,12 @@ class Rule:
         self.zones, self.policies = zones_by_wire(zones), policies
 
 
-async def _no_reply() -> Answer:
+async def _no_reply(req: Request) -> Answer:
     # An answer the listeners never send: the client times out (UDP) or waits while the
     # connection serves its next query (TCP), as CoreDNS does.
-    raise NoReply("acl")
+    if req.trace is not None:
+        req.trace.note("acl", "dropped", "a drop policy matched: the client gets no reply")
+    raise NoReply
 
 
 def parse_policy(d: Directive, opt: Directive) -> Policy:
@@ -151,7 +153,7 @@ class Acl(Plugin):
             return BLOCKED
         if action == "filter":
             return FILTERED
-        return _no_reply()
+        return _no_reply(req)
 
     def _decide(self, req: Request, host: str) -> tuple[str, str]:
         try:
