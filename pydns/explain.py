@@ -93,29 +93,26 @@ async def explain(instance, name: str, qtype: str = "A", port: int | None = None
     req.trace = trace = Trace()
     result = dispatch(router, req)
     answer = result if isinstance(result, Answer) else await asyncio.wait_for(settle(req, result), DEADLINE)
-    reply = DNSRecord.parse(req.render(answer))
     server = req.server
-    out: dict = {
-        "name": req.name, "type": type_name(req.qtype), "port": configured,
+    out: dict = {"name": req.name, "type": type_name(req.qtype), "port": configured}
+    if answer is None:  # dropped: no reply at all
+        out.update(rcode=None, flags=[], answer=[], authority=[], additional=[])
+        return _dropped(out, server, req.zone, trace)
+    reply = DNSRecord.parse(req.render(answer))
+    out.update({
         "rcode": rcode_of(answer),
         "flags": [f for f in ("aa", "tc", "rd", "ra", "ad", "cd") if getattr(reply.header, f)],
         "answer": [_record(rr) for rr in reply.rr],
         "authority": [_record(rr) for rr in reply.auth],
         "additional": [_record(rr) for rr in reply.ar if rr.rtype != 41],
-    }
+    })
     if server is None:
         zones = sorted({zone for _cfg, zone in router.by_zone.values()})
         out.update(block=None, chain=[], plugin=None, steps=trace.steps)
         out["reason"] = (f"no server block on port {configured} serves a zone that holds this name "
                          f"(zones: {', '.join(zones)}): REFUSED")
         return out
-    out["block"] = {"keys": [str(t) for t in server.block.keys], "zone": req.zone}
-    chain = []
-    plugin = server.handler
-    while plugin is not None:
-        chain.append(plugin.name)
-        plugin = plugin.next
-    out["chain"] = chain[:-1]  # without the end of the chain
+    _block_and_chain(out, server, req.zone)
     out["plugin"] = answer.plugin or None
     steps = trace.steps
     writer = server.plugin(answer.plugin) if answer.plugin else None
@@ -132,6 +129,28 @@ async def explain(instance, name: str, qtype: str = "A", port: int | None = None
                       "reason": f"every plugin passed the query on: the end of the chain answers {rcode_of(answer)}"})
     out["steps"] = steps
     out["reason"] = _summary(out)
+    return out
+
+
+def _block_and_chain(out: dict, server, zone: str) -> None:
+    out["block"] = {"keys": [str(t) for t in server.block.keys], "zone": zone}
+    chain = []
+    plugin = server.handler
+    while plugin is not None:
+        chain.append(plugin.name)
+        plugin = plugin.next
+    out["chain"] = chain[:-1]  # without the end of the chain
+
+
+def _dropped(out: dict, server, zone: str, trace: Trace) -> dict:
+    """The explanation of a query that gets no reply at all (``rcode`` None); the plugin that
+    dropped it noted why as the last step."""
+    _block_and_chain(out, server, zone)
+    out["plugin"] = trace.steps[-1]["plugin"] if trace.steps else None
+    out["steps"] = trace.steps
+    out["reason"] = f"server block `{' '.join(out['block']['keys'])}` (zone {zone}); no reply"
+    if trace.steps:
+        out["reason"] += f": {trace.steps[-1]['plugin']}: {trace.steps[-1]['reason']}"
     return out
 
 
@@ -171,7 +190,7 @@ def fetch(url: str, name: str, qtype: str, port: int | None = None, timeout: flo
 
 def describe(out: dict) -> str:
     """The explanation as a person reads it."""
-    lines = [f"{out['name']} {out['type']}: {out['rcode']}"]
+    lines = [f"{out['name']} {out['type']}: {out['rcode'] or 'no reply'}"]
     if out.get("block"):
         lines.append(f"  server block: {' '.join(out['block']['keys'])} (zone {out['block']['zone']}, "
                      f"port {out['port']})")

@@ -10,6 +10,7 @@ plugin.cfg), whatever their order in the Corefile.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import logging
@@ -49,6 +50,15 @@ class DNSError(Exception):
     def __init__(self, rcode: int, message: str):
         super().__init__(message)
         self.rcode = rcode
+
+
+class NoReply(asyncio.CancelledError):
+    """Raised by an awaitable answer whose query gets no reply at all (acl's ``drop``).
+
+    A cancellation, so that the plugins it passes on its way out (which turn an ``Exception``
+    into SERVFAIL) let it through; ``pydns.transport.settle`` makes it None, and the listeners
+    send nothing and serve the next query.  The plugin notes why in ``req.trace``.
+    """
 
 
 def register(name: str) -> Callable[[type["Plugin"]], type["Plugin"]]:

@@ -12,7 +12,9 @@ upstream do not hold up the others.  What a client can make the server hold is b
 * per-connection flow control: while more than ``TCP_WRITE_HIGH_WATER`` bytes of replies
   wait for the client to read them, or ``TCP_MAX_INFLIGHT`` answers are still being
   worked out, the connection is not read from; past ``TCP_MAX_PENDING_BYTES`` of unread
-  replies it is closed.  The read buffer holds at most one message;
+  replies it is closed.  The read buffer holds at most one message.  A query that gets no
+  reply (acl's ``drop``) frees its place among the answers in flight like one that was
+  answered, and the connection goes on serving, as CoreDNS's does;
 * connection counts: ``TCP_MAX_CONNECTIONS`` per listener, and at most
   ``TCP_MAX_PER_SOURCE`` of them from one client address (IPv4 address or IPv6 /64), so
   one client cannot take them all.  A connection's slot is free once it is closed *and*
@@ -301,7 +303,8 @@ class TCPConnection(asyncio.BufferedProtocol):
         finally:
             self.inflight -= 1
             self._release()  # a connection already gone gives back its slot with its last answer
-        self._send(req.render(answer))
+        if answer is not None:  # None: dropped (acl), the connection goes on with the next query
+            self._send(req.render(answer))
         if not self.transport.is_closing():
             self._resume()
 

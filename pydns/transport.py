@@ -13,7 +13,7 @@ import socket
 import sys
 
 from pydns import stats
-from pydns.plugin import DNSError
+from pydns.plugin import DNSError, NoReply
 from pydns.zones import wire_lookup
 from pydns.wire import NOTIMP, REFUSED, SERVFAIL, Answer, Request, status
 
@@ -64,10 +64,13 @@ def dispatch(router: Router, req: Request):
         return _panic(req, exc)
 
 
-async def settle(req: Request, result) -> Answer:
-    """The answer a chain gave later; its failures become rcodes, as in ``dispatch``."""
+async def settle(req: Request, result) -> Answer | None:
+    """The answer a chain gave later, or None for a query that gets no reply at all (a
+    ``NoReply``: acl's drop); its failures become rcodes, as in ``dispatch``."""
     try:
         return await result
+    except NoReply:
+        return None
     except DNSError as err:
         return status(err.rcode)
     except Exception as exc:

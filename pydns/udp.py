@@ -207,7 +207,7 @@ class UDPListener:
             answer = await settle(req, result)
         finally:
             self.pending -= 1
-        if not self.closed:
+        if answer is not None and not self.closed:  # None: dropped (acl), the client gets nothing
             self._send(req.render(answer), addr, reply_from)
 
 

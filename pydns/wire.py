@@ -9,7 +9,8 @@ the question at offset 12; since every query for the same name has a question of
 length, the bytes stay valid for any query whose name differs only in letter case.  Per
 query the header is written from the query's ID and RD/CD bits, the query's own question is
 copied in (which preserves its case), and an OPT record is appended when the client sent
-one.  Building answers (dnslib) happens on the slow paths: when data changes, not per packet.
+one, with the answer's EDNS0 options (NSID, extended errors), if it has any, in its rdata.
+Building answers (dnslib) happens on the slow paths: when data changes, not per packet.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ _OPT_FIXED = struct.Struct("!HHBBHH")  # type, class=udp size, ext rcode, versio
 QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 OPCODE_MASK = 0x7800
 TYPE_OPT = 41
+EDNS_NSID = 3  # EDNS0 option codes: RFC 5001
+EDNS_EDE = 15  # RFC 8914, Extended DNS Errors
+EDE_BLOCKED, EDE_FILTERED = 15, 17  # its INFO-CODEs (RFC 8914 section 4)
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16
@@ -238,11 +242,14 @@ class Answer:
 
     ``body`` must have been packed after a question of the same shape as the query's (the
     constructors below take care of that), so that compression pointers stay valid.
-    ``ttl`` is the smallest TTL in it (for caches).
+    ``ttl`` is the smallest TTL in it (for caches).  ``options`` are EDNS0 options (packed,
+    in order: see ``with_options``) that its replies carry in their OPT record; a reply has
+    an OPT record only when its query had one (RFC 6891), so clients without EDNS0 never
+    see them.
     """
 
     __slots__ = ("flags", "rcode", "an", "ns", "ar", "body", "ttl", "_counts", "_counts_opt", "_cuts", "error",
-                 "plugin")
+                 "plugin", "options")
 
     def __init__(self, rcode: int = NOERROR, an: int = 0, ns: int = 0, ar: int = 0, body: bytes = b"",
                  aa: bool = True, ra: bool = False, ttl: int | None = None, extra_flags: int = 0,
@@ -256,6 +263,7 @@ class Answer:
         self.error = None  # an explanation, for the errors plugin
         self._counts, self._counts_opt = _section_counts(an, ns, ar)
         self._cuts = None  # room -> (records kept, bytes kept): see ``truncated``
+        self.options = b""
 
     # ---- per query: the byte splice
     def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
@@ -265,12 +273,23 @@ class Answer:
             opt = _OPT_CACHE.get(okey)
             if opt is None:
                 opt = _OPT_CACHE.setdefault(okey, opt_record(req.edns_size, req.do))
+            if self.options:
+                opt = self._opt_with_options(opt, limit - 12 - len(req.question))
             if 12 + len(req.question) + len(self.body) + len(opt) > limit:
                 return self.truncated(req, flags, limit, opt)
             return b"".join((req.data[:2], _H.pack(flags), self._counts_opt, req.question, self.body, opt))
         if 12 + len(req.question) + len(self.body) > limit:
             return self.truncated(req, flags, limit, b"")
         return b"".join((req.data[:2], _H.pack(flags), self._counts, req.question, self.body))
+
+    def _opt_with_options(self, opt: bytes, room: int) -> bytes:
+        """The OPT record with the answer's options in its rdata.  Options that would not fit
+        in ``room`` even beside no records at all are left out, rather than the reply
+        growing past the client's size."""
+        options = self.options
+        if len(opt) + len(options) > room:
+            return opt
+        return b"".join((opt[:-2], _H.pack(len(options)), options))
 
     def truncated(self, req: Request, flags: int, limit: int, opt: bytes) -> bytes:
         """As many whole records as fit under ``limit``, with TC set (miekg/dns's ``Truncate``).
@@ -302,7 +321,7 @@ class Answer:
         ``truncated`` to set TC."""
         clone = Answer.__new__(Answer)
         clone.flags, clone.rcode, clone.an, clone.ns, clone.ar = self.flags, self.rcode, self.an, self.ns, self.ar
-        clone.ttl, clone.error, clone.plugin = self.ttl, self.error, self.plugin
+        clone.ttl, clone.error, clone.plugin, clone.options = self.ttl, self.error, self.plugin, self.options
         clone._counts, clone._counts_opt = self._counts, self._counts_opt
         clone.body = body
         clone._cuts = None
@@ -331,7 +350,9 @@ class Answer:
 
     @classmethod
     def from_message(cls, msg: bytes, plugin: str = "") -> "Answer":
-        """An answer from a whole response (an upstream's): its OPT record is dropped.
+        """An answer from a whole response (an upstream's): its OPT record is dropped, all but
+        the extended DNS errors in it, which its replies carry on (as CoreDNS's forward relays
+        them; the rest of the upstream's options, cookies and the like, are for this hop only).
 
         The body's pointers stay valid for a query whose question has the same length
         as the response's (forward sends the client's question as it came).  Raises
@@ -346,18 +367,22 @@ class Answer:
         ttl = None
         ext_rcode = 0
         ar_kept = 0
+        errors = b""
         for index in range(an + ns + ar):
             rr_start, rtype, _rclass, rttl, rdlen = p.get_record()
             p.skip(rdlen)
             if rtype == TYPE_OPT:
                 ext_rcode = rttl >> 24
+                errors = _extended_errors(msg[p.current - rdlen : p.current])
                 continue
             if index >= an + ns:
                 ar_kept += 1
             kept += msg[rr_start : p.current]
             ttl = rttl if ttl is None else min(ttl, rttl)
-        return cls((ext_rcode << 4) | (flags & 0xF), an, ns, ar_kept, bytes(kept), aa=bool(flags & AA),
-                   ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD, plugin=plugin)
+        answer = cls((ext_rcode << 4) | (flags & 0xF), an, ns, ar_kept, bytes(kept), aa=bool(flags & AA),
+                     ra=bool(flags & RA), ttl=ttl, extra_flags=flags & AD, plugin=plugin)
+        answer.options = errors
+        return answer
 
 
 _CUTS_MAX = 8  # sizes remembered per answer (512, 1232, 4096, TCP... cover real clients)
@@ -378,6 +403,43 @@ def _fitting_prefix(question: bytes, body: bytes, total: int, room: int) -> tupl
             break
         end, kept = p.current - base, kept + 1
     return kept, end
+
+
+# ---- EDNS0 options in replies
+def edns_option(code: int, data: bytes) -> bytes:
+    """One EDNS0 option as it sits in an OPT record's rdata: code, length, data."""
+    return _HH.pack(code, len(data)) + data
+
+
+def extended_error(code: int, text: str = "") -> bytes:
+    """The Extended DNS Error option (RFC 8914): INFO-CODE and UTF-8 EXTRA-TEXT.  Raises
+    ValueError for a text longer than an option holds."""
+    data = _H.pack(code) + text.encode()
+    if len(data) > 0xFFFF:
+        raise ValueError(f"extended DNS error text of {len(data) - 2} bytes: at most {0xFFFF - 2}")
+    return edns_option(EDNS_EDE, data)
+
+
+def with_options(answer: Answer, *options: bytes) -> Answer:
+    """``answer`` (its records, flags and rcode) with ``options`` added to its replies' OPT
+    record, after any it carries already (slow path: made once per answer, then kept)."""
+    out = answer.with_body(answer.body)
+    out.options = answer.options + b"".join(options)
+    return out
+
+
+def _extended_errors(rdata: bytes) -> bytes:
+    """The extended DNS error options among an OPT record's options, as they are packed."""
+    kept = []
+    at = 0
+    while at + 4 <= len(rdata):
+        code, length = _HH.unpack_from(rdata, at)
+        if at + 4 + length > len(rdata):
+            break  # an option running past its record: not passed on
+        if code == EDNS_EDE:
+            kept.append(rdata[at : at + 4 + length])
+        at += 4 + length
+    return b"".join(kept)
 
 
 _STATUS_CACHE: dict[int, Answer] = {}
@@ -404,5 +466,6 @@ def rcode_of(answer: Answer) -> str:
 
 __all__ = [
     "Answer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name",
+    "edns_option", "extended_error", "with_options",
     "OPCODE", "QTYPE", "RR",
 ]

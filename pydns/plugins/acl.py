@@ -13,24 +13,24 @@ every address, the default).  Within a block the first policy that matches the q
 type and source decides; no match allows the query.  Several ``acl`` lines are checked in
 order, each for the queries in its zones, until one allows, blocks, filters or drops.
 
-Unlike CoreDNS's, blocked and filtered replies carry no extended DNS error (RFC 8914): pydns
-replies have no EDNS0 options.  A dropped query over UDP gets no reply; over TCP, where
-leaving the client waiting would hold its connection open, it is refused instead.  Outcomes are
-counted in ``coredns_acl_blocked_requests_total``, ``coredns_acl_filtered_requests_total``,
+Blocked and filtered replies carry an extended DNS error (RFC 8914) for clients that sent an
+EDNS0 OPT record: INFO-CODE 15 (Blocked) and 17 (Filtered), without extra text.  A dropped
+query gets no reply, over UDP and over TCP alike; its TCP connection stays open and answers
+the client's next queries, as CoreDNS's does.  Outcomes are counted in
+``coredns_acl_blocked_requests_total``, ``coredns_acl_filtered_requests_total``,
 ``coredns_acl_dropped_requests_total`` and ``coredns_acl_allowed_requests_total``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 
 from dnslib import QTYPE
 
 from pydns import metrics
 from pydns.corefile import Directive
-from pydns.plugin import Plugin, register
-from pydns.wire import NOERROR, REFUSED, Answer, Request, status
+from pydns.plugin import NoReply, Plugin, register
+from pydns.wire import EDE_BLOCKED, EDE_FILTERED, NOERROR, REFUSED, Answer, Request, extended_error, with_options
 from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 ACTIONS = ("allow", "block", "filter", "drop")
@@ -50,8 +50,9 @@ COUNTS = metrics.plain_counters("acl", {
     "coredns_acl_allowed_requests_total": ("Counter of DNS requests being allowed.", ["server", "view"]),
 })
 
-BLOCKED = status(REFUSED)
-FILTERED = Answer(NOERROR, aa=False, plugin="acl")
+# Clients that sent an OPT record see why: extended DNS errors 15 (Blocked), 17 (Filtered).
+BLOCKED = with_options(Answer(REFUSED, aa=False, plugin="acl"), extended_error(EDE_BLOCKED))
+FILTERED = with_options(Answer(NOERROR, aa=False, plugin="acl"), extended_error(EDE_FILTERED))
 
 
 class Policy:
@@ -69,9 +70,12 @@ class Rule:
         self.zones, self.policies = zones_by_wire(zones), policies
 
 
-async def _no_reply() -> Answer:
-    # A cancelled answer is one the listener never sends: the UDP client simply times out.
-    raise asyncio.CancelledError
+async def _no_reply(req: Request) -> Answer:
+    # An answer the listeners never send: the client times out (UDP) or waits while the
+    # connection serves its next query (TCP), as CoreDNS does.
+    if req.trace is not None:
+        req.trace.note("acl", "dropped", "a drop policy matched: the client gets no reply")
+    raise NoReply
 
 
 def parse_policy(d: Directive, opt: Directive) -> Policy:
@@ -149,9 +153,7 @@ class Acl(Plugin):
             return BLOCKED
         if action == "filter":
             return FILTERED
-        if req.proto == "tcp":
-            return status(REFUSED)
-        return _no_reply()
+        return _no_reply(req)
 
     def _decide(self, req: Request, host: str) -> tuple[str, str]:
         try:

@@ -258,8 +258,10 @@ class AutoPath(Plugin):
                 records.insert(0, RR(asked, QTYPE.CNAME, ttl=rr.ttl, rdata=CNAME(rr.rname)))
                 break
         extra = [rr for rr in msg.ar if rr.rtype != TYPE_OPT]
-        return Answer.build(asked, req.qtype, answer.rcode, answer=records, authority=msg.auth, additional=extra,
-                            aa=bool(msg.header.aa), ra=bool(msg.header.ra), plugin=self.name)
+        out = Answer.build(asked, req.qtype, answer.rcode, answer=records, authority=msg.auth, additional=extra,
+                           aa=bool(msg.header.aa), ra=bool(msg.header.ra), plugin=self.name)
+        out.options = answer.options  # an upstream's extended errors, say
+        return out
 
 
 class _Collector:

@@ -7,9 +7,9 @@ Syntax::
 ``GET /explain?name=NAME&type=TYPE`` on ADDRESS (default ``:8181``, so it shares the
 *ready* plugin's listener) asks NAME (type TYPE, default A) as a client would, through
 the same routing and plugin chain as every query, and answers JSON: the reply (rcode,
-flags, answer, authority and additional records), the server block and chain it met, the
-plugin that answered and, step by step, why: a cache hit and its TTL left, a fallthrough,
-which upstream forward asked, what the kubernetes plugin found (the namespace, the service,
+``null`` for a query that gets no reply; flags, answer, authority and additional
+records), the server block and chain it met, the plugin that answered and, step by step,
+why: a cache hit and its TTL left, a fallthrough, which upstream forward asked, what the kubernetes plugin found (the namespace, the service,
 its ready endpoints, a search-list expansion...).  ``port=N`` picks the DNS listener (by
 default the port of the server block that names *explain*); ``proto=tcp`` asks as over TCP.  ``pydns explain NAME [TYPE]``
 prints the same for a person.

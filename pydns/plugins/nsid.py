@@ -7,7 +7,8 @@ Syntax::
 A query whose EDNS0 OPT record carries an NSID option gets a reply whose OPT record carries
 an NSID option with DATA (the words given, joined by spaces; default: the host's name).
 Other queries are not touched.  The reply is the same ready answer as without the plugin,
-with the option appended when it is spliced.
+with the option appended when it is spliced (after any the answer carries already, such as
+an extended DNS error).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import struct
 from pydns.corefile import Directive
 from pydns.plugin import PerAnswer, Plugin, register, then
 from pydns.plugins.bufsize import opt_class_offset
-from pydns.wire import TCP_MESSAGE_MAX, Answer, Request
+from pydns.wire import EDNS_NSID, Answer, Request, edns_option, with_options
 
-EDNS_NSID = 3
 _OPTION = struct.Struct("!HH")
 
 
@@ -37,33 +37,6 @@ def asks_nsid(req: Request) -> bool:
             return True
         pos += 4 + length
     return False
-
-
-def edns_option(code: int, data: bytes) -> bytes:
-    return _OPTION.pack(code, len(data)) + data
-
-
-class OptionAnswer(Answer):
-    """An answer whose replies carry an EDNS0 option (NSID, an extended error) in their OPT
-    record; queries without EDNS0 get the plain reply, as they have no OPT record."""
-
-    __slots__ = ("option",)
-
-    def render(self, req: Request, limit: int = TCP_MESSAGE_MAX) -> bytes:
-        if not req.edns_size:
-            return Answer.render(self, req, limit)
-        out = Answer.render(self, req, limit - len(self.option))
-        # The reply ends with the OPT record Answer.render wrote, with no options yet.
-        return out[:-2] + struct.pack("!H", len(self.option)) + self.option
-
-
-def with_option(answer: Answer, option: bytes) -> OptionAnswer:
-    """``answer`` (its records, flags and rcode) with ``option`` added to its replies' OPT record."""
-    out = OptionAnswer.__new__(OptionAnswer)
-    for slot in Answer.__slots__:
-        setattr(out, slot, getattr(answer, slot))
-    out.option = option
-    return out
 
 
 @register("nsid")
@@ -88,4 +61,4 @@ class Nsid(Plugin):
         return then(self.next.serve(req), self._with_nsid)
 
     def _with_nsid(self, answer: Answer) -> Answer:
-        return self._kept.get(answer) or self._kept.keep(answer, with_option(answer, self.option))
+        return self._kept.get(answer) or self._kept.keep(answer, with_options(answer, self.option))

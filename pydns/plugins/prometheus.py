@@ -26,7 +26,9 @@ names and labels:
 server block zone the query fell in, ``view`` is empty, ``family`` 1 for IPv4 and 2 for
 IPv6, ``type`` one of A AAAA CNAME DNSKEY DS MX NSEC NSEC3 NS PTR RRSIG SOA SRV TXT HTTPS
 IXFR AXFR ANY, else ``other``, and ``plugin`` the plugin that wrote the answer (empty when
-the server did).  Counters live as long as the process, across reloads.
+the server did).  A query that gets no reply (*acl*'s ``drop``) is counted as CoreDNS counts
+it: a NOERROR response of 0 bytes with an empty ``plugin``.  Counters live as long as the
+process, across reloads.
 
 CoreDNS 1.14's ``runtime_metrics`` and ``tls`` options are Go-specific / not supported
 here, and are refused at start-up.
@@ -46,9 +48,9 @@ import pydns
 from pydns import metrics, stats
 from pydns.corefile import Directive
 from pydns.httpd import http_address, open_http
-from pydns.plugin import DNSError, Plugin, register
+from pydns.plugin import DNSError, NoReply, Plugin, register
 from pydns.udp import kept_replies, listener_drops
-from pydns.wire import Answer, Request, status
+from pydns.wire import NOERROR, Answer, Request, status
 
 DEFAULT_ADDRESS = "localhost:9153"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -137,16 +139,24 @@ class Prometheus(Plugin):
             answer = await result
         except DNSError as err:
             answer = status(err.rcode)
+        except NoReply:
+            count(req, _NOT_WRITTEN, start, 0)
+            raise
         count(req, answer, start)
         return answer
 
 
-def count(req: Request, answer: Answer, start: float) -> None:
+# What CoreDNS counts for a query no plugin wrote a reply to (acl's drop): NOERROR, no plugin, 0 bytes.
+_NOT_WRITTEN = Answer(NOERROR, aa=False)
+
+
+def count(req: Request, answer: Answer, start: float, size: int | None = None) -> None:
     """Record one answered query: one dict lookup, then plain increments."""
     elapsed = perf_counter() - start
-    # The reply as it will be sent (truncated too): the listener sends these same bytes,
-    # which the request keeps, so rendering here costs nothing extra.
-    size = len(req.render(answer))
+    if size is None:
+        # The reply as it will be sent (truncated too): the listener sends these same bytes,
+        # which the request keeps, so rendering here costs nothing extra.
+        size = len(req.render(answer))
     remote = req.remote
     ipv6 = remote is not None and ":" in remote[0] and not remote[0].startswith("::ffff:")
     key = (req.local, req.zone, req.proto, ipv6, req.qtype, answer.rcode, answer.plugin, req.do)

@@ -48,7 +48,10 @@ reply comes back; more than ``max_fails`` (default 2; 0 disables) failed checks 
 down and queries skip it.  With every upstream down one is picked at random (or, with
 ``failfast_all_unhealthy_upstreams``, SERVFAIL).  ``failover RCODE...`` tries the next
 upstream on those rcodes.  ``max_concurrent`` answers REFUSED above that many queries in
-flight.  When no upstream answers the reply is SERVFAIL, logged by *errors*.
+flight.  When no upstream answers the reply is SERVFAIL, logged by *errors*.  An upstream's
+extended DNS errors (RFC 8914) reach clients that sent an EDNS0 OPT record; its other EDNS0
+options (cookies, padding...) are for the hop between pydns and the upstream and are not
+passed on.
 
 ``tls`` takes no files (system CAs), CA, CERT KEY, or CERT KEY CA; ``tls_servername`` names
 the server to verify (TLS 1.2 at least).  DNS over HTTPS speaks HTTP/1.1 on kept-alive

@@ -217,7 +217,7 @@ def convert(req: Request, answer: Answer, msg: DNSRecord, responses: list) -> An
     out = Answer.build(label_from_wire(req.key), req.qtype, rcode, msg.rr, msg.auth, msg.ar,
                        aa=bool(answer.flags & AA), ra=bool(answer.flags & RA), plugin=answer.plugin)
     out.flags |= answer.flags & AD
-    out.error = answer.error
+    out.error, out.options = answer.error, answer.options
     return out
 
 

@@ -38,8 +38,10 @@ An ``answer`` that is a CNAME, for an A or AAAA query, is followed through the s
 plugins and their answer appended.  A query in a template's zone that matches none of its
 regexes answers SERVFAIL, unless ``fallthrough`` (limited to FALLTHROUGH-ZONEs if given)
 hands it to the next template, then to the next plugin.  ``upstream`` is accepted and has no
-effect (CNAME targets are always followed).  ``ederror`` is checked and accepted, but the
-extended error is not sent: pydns replies carry no EDNS0 options.  CoreDNS's ``var`` and
+effect (CNAME targets are always followed).  ``ederror`` adds an extended DNS error (RFC
+8914: EXTENDED_ERROR_CODE 0-65535 and EXTRA_REASON as its text) to every reply the template
+writes, whatever its rcode, for clients that sent an EDNS0 OPT record; ``rcode SERVFAIL``
+writes no reply of its own, so it carries none.  CoreDNS's ``var`` and
 ``expr`` (its expression language) are not available and are reported at start-up.
 
 Answers that depend only on the question are kept (bounded) and spliced per query.
@@ -59,7 +61,8 @@ from pydns.corefile import Directive
 from pydns.plugin import DNSError, Plugin, expect_args, register, unknown_option
 from pydns.plugins.rewrite.parse import CLASSES, RCODES
 from pydns.plugins.template.gotemplate import Template, TemplateError, compile_template
-from pydns.wire import SERVFAIL, Answer, Request, class_name, label_from_wire, status, type_name
+from pydns.wire import (SERVFAIL, Answer, Request, class_name, extended_error, label_from_wire, status, type_name,
+                        with_options)
 from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 MAX_REGEX = 10000
@@ -138,6 +141,7 @@ class Entry:
         self.regexes: list[re.Pattern] = []
         self.sections: dict[str, list[Template]] = {"answer": [], "additional": [], "authority": []}
         self.rcode = 0
+        self.ederror = b""  # the extended DNS error option its replies carry, if any
         self.fall: dict[bytes, str] | None = None
         self.per_query = False
 
@@ -204,8 +208,12 @@ class TemplatePlugin(Plugin):
         elif name == "ederror":
             if len(values) > 2:
                 raise opt.error("plugin/template: ederror takes a code and an optional reason", opt.args[2])
-            if not values[0].isdigit() or int(values[0]) > 0xFFFF:
+            if not (values[0].isascii() and values[0].isdigit()) or int(values[0]) > 0xFFFF:
                 raise opt.error(f"plugin/template: error parsing extended DNS error code {values[0]}", opt.args[0])
+            try:
+                entry.ederror = extended_error(int(values[0]), values[1] if len(values) == 2 else "")
+            except ValueError as exc:
+                raise opt.error(f"plugin/template: {exc}", opt.args[1]) from None
         elif name == "fallthrough":
             entry.fall = zones_by_wire(normalize_zones(opt.args, ["."]))
         elif name == "upstream":
@@ -289,8 +297,9 @@ class TemplatePlugin(Plugin):
         return self._build(req, entry, sections)
 
     def _build(self, req: Request, entry: Entry, sections: dict) -> Answer:
-        return Answer.build(label_from_wire(req.key), req.qtype, entry.rcode, sections["answer"],
-                            sections["authority"], sections["additional"], plugin=self.name)
+        answer = Answer.build(label_from_wire(req.key), req.qtype, entry.rcode, sections["answer"],
+                              sections["authority"], sections["additional"], plugin=self.name)
+        return with_options(answer, entry.ederror) if entry.ederror else answer
 
 
 def _unparenthesize(text: str) -> str:
