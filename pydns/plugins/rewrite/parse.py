@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
+from pydns.plugins.metadata import is_label
 from pydns.plugins.rewrite.edns import EDNS_NSID, EDNS_SUBNET, VARIABLES, EdnsRule, EdnsSubnetRule, EdnsVariableRule
 from pydns.plugins.rewrite.names import (MATCH_KINDS, RegexRewriter, RuleError, compile_regex, normalize,
                                              qtype_code)
@@ -221,7 +220,7 @@ def parse_edns_rule(args: list[str]) -> EdnsRule:
         return EdnsRule(action, code)
     data = args[3]
     if data.startswith("{") and data.endswith("}"):
-        if data not in VARIABLES and not re.fullmatch(r"\{[^/{}]+/[^{}]+\}", data):
+        if data not in VARIABLES and not is_label(data[1:-1]):
             raise RuleError(f"unsupported variable name {data!r}")
         return EdnsVariableRule(action, code, data)
     if data.startswith("0x"):
