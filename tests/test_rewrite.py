@@ -219,6 +219,8 @@ def test_edns0_replace_and_unset_touch_only_existing_options(serve, capture):
     (" rewrite edns0 bogus set", "invalid rule type 'bogus'"),
     (" rewrite cname fuzzy a b", "unknown cname rewrite type: fuzzy"),
     (" rewrite cname a", "too few (1) arguments for a cname rule"),
+    (" rewrite cname regex ([a-z x", "invalid cname rewrite regex pattern: ([a-z"),
+    (" rewrite cname regex " + "a" * 10001 + " x", "regex pattern too long in a cname rule: 10001 > 10000"),
 ])
 def test_malformed_rules_are_startup_errors(tmp_path, body, message):
     startup_error(tmp_path, body, 3, message)
