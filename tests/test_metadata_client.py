@@ -301,3 +301,19 @@ def test_pods_share_label_sets_and_unused_sets_go():
     assert len(store.label_sets) == 2  # db's old set went, web's is still held by two pods
     index.replace("Pod", [])
     assert len(store.label_sets) == 0
+
+
+def test_log_writes_metadata_labels(serve, tmp_path, caplog):
+    """log's ``{/LABEL}``: the label's value, ``-`` when the query has none; a value cannot forge a line."""
+    objects = cluster()
+    objects[4] = labelled(pod("db-0", "other", OTHER), {"app": "db\nforged line"})  # a manifest may hold anything
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(objects))
+    caplog.set_level("INFO", logger="querylog")
+    srv = serve(corefile(f"manifests {path}", extra=(
+        '    log . "{remote} {/kubernetes/client-pod-name} {/kubernetes/client-label/app.kubernetes.io/name} '
+        '{/kubernetes/client-label/app}"')))
+    for client in (SHOP, OTHER, STRANGER):
+        who(srv, client)
+    lines = [r.getMessage() for r in caplog.records if r.name == "querylog"]
+    assert lines == [f"{SHOP} web-7f9c shop-web web", f"{OTHER} db-0 - db\\010forged line", f"{STRANGER} - - -"]
