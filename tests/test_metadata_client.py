@@ -46,15 +46,16 @@ def cluster():
             labelled(pod("done", "shop", FINISHED, phase="Succeeded"), {"app": "batch"})]
 
 
-# (client address, the TXT text "client-namespace/client-pod-name")
+# (client address, the TXT text "client-namespace/client-pod-name", the labels.example text)
 CLIENTS = [
-    (SHOP, "shop/web-7f9c"),
-    (OTHER, "other/db-0"),
-    (HOST, "/"),  # host network: the node's address, every host-network pod's and the node's own
-    (TWO_NAMESPACES, "/"),  # which namespace asked is unknowable
-    (TWO_PODS, "/"),  # one namespace, but which pod asked is unknowable
-    (FINISHED, "/"),  # a finished pod's address is free
-    (STRANGER, "/"),  # no pod has it: a node, a cache forwarding for its pods
+    (SHOP, "shop/web-7f9c", "web|shop-web|7f9c|"),
+    (OTHER, "other/db-0", "db|||"),
+    # host network: the node's address, every host-network pod's and the node's own
+    (HOST, "/", "|||"),
+    (TWO_NAMESPACES, "/", "|||"),  # which namespace asked is unknowable
+    (TWO_PODS, "/", "|||"),  # one namespace, both pods app=cart, but which pod asked is unknowable
+    (FINISHED, "/", "|||"),  # a finished pod's address is free
+    (STRANGER, "/", "|||"),  # no pod has it: a node, a cache forwarding for its pods
 ]
 
 WHO = ('template IN TXT who.example {\n'
@@ -68,16 +69,6 @@ LABELS = ('template IN TXT labels.example {\n'
           '{{ .Meta \\"kubernetes/client-label/pod-template-hash\\" }}|'
           '{{ .Meta \\"kubernetes/client-label/tier\\" }}\\""\n'
           ' }')
-# (client address, the labels.example text)
-CLIENT_LABELS = [
-    (SHOP, "web|shop-web|7f9c|"),
-    (OTHER, "db|||"),
-    (HOST, "|||"),  # host network: labels of every host-network pod of the node at once
-    (TWO_NAMESPACES, "|||"),
-    (TWO_PODS, "|||"),  # both pods have app=cart, but which one asked is unknowable
-    (FINISHED, "|||"),
-    (STRANGER, "|||"),
-]
 
 
 def corefile(source: str, pods: str = "verified", extra: str = "") -> str:
@@ -130,38 +121,48 @@ def from_api(tmp_path_factory):
         srv.stop()
 
 
-@pytest.mark.parametrize("client,text", CLIENTS)
-def test_client_labels_from_manifests(serve, manifests, client, text):
+@pytest.mark.parametrize("client,text,labels", CLIENTS)
+def test_client_labels_from_manifests(serve, manifests, client, text, labels):
     srv = serve(corefile(manifests))
     for tcp in (False, True):
         assert who(srv, client, tcp) == text
+        assert pod_labels(srv, client, tcp) == labels
 
 
-@pytest.mark.parametrize("client,text", CLIENTS)
-def test_client_labels_from_the_api(from_api, client, text):
-    assert who(from_api, client) == text
+@pytest.mark.parametrize("client,text,labels", CLIENTS)
+def test_client_labels_from_the_api(from_api, client, text, labels):
+    for tcp in (False, True):
+        assert who(from_api, client, tcp) == text
+        assert pod_labels(from_api, client, tcp) == labels
 
 
 @pytest.mark.parametrize("mode", ["insecure", "disabled"])
 def test_only_with_pods_verified(serve, manifests, mode):
     srv = serve(corefile(manifests, pods=mode))
     assert who(srv, SHOP) == "/"
+    assert pod_labels(srv, SHOP) == "|||"
 
 
-def test_client_namespace_reaches_rewrite_edns0(serve, manifests):
+def options_sent(serve, manifests, rules: list[str], clients) -> dict:
+    """The EDNS0 options (code -> data) of the query forwarded for each client, with ``rules``."""
     capture = CapturingUpstream()
     try:
-        srv = serve(corefile(manifests, extra=(
-            "    rewrite continue edns0 local set 0xffee {kubernetes/client-namespace}\n"
-            "    rewrite edns0 local set 0xffef {kubernetes/client-pod-name}\n"
-            f"    forward example.net 127.0.0.1:{capture.port}")))
+        srv = serve(corefile(manifests, extra="".join(f"    {rule}\n" for rule in rules)
+                             + f"    forward example.net 127.0.0.1:{capture.port}"))
         sent = {}
-        for client in (SHOP, STRANGER, TWO_PODS):
-            dns.query.udp(dns.message.make_query("a.example.net.", "A"), "127.0.0.1", port=srv.port,
+        for client in clients:
+            dns.query.udp(dns.message.make_query(f"{client}.example.net.", "A"), "127.0.0.1", port=srv.port,
                           timeout=5, source=client)
             sent[client] = {o.otype: o.to_wire() for o in capture.queries[-1].options}
     finally:
         capture.stop()
+    return sent
+
+
+def test_client_namespace_reaches_rewrite_edns0(serve, manifests):
+    sent = options_sent(serve, manifests, ["rewrite continue edns0 local set 0xffee {kubernetes/client-namespace}",
+                                           "rewrite edns0 local set 0xffef {kubernetes/client-pod-name}"],
+                        (SHOP, STRANGER, TWO_PODS))
     assert sent[SHOP] == {0xFFEE: b"shop", 0xFFEF: b"web-7f9c"}
     assert 0xFFEE not in sent[STRANGER] and 0xFFEF not in sent[STRANGER]  # no label: no option
     assert 0xFFEE not in sent[TWO_PODS] and 0xFFEF not in sent[TWO_PODS]
@@ -199,39 +200,12 @@ def test_nothing_before_the_pods_are_synced(serve, tmp_path):
 # ---------------------------------------------------------------- kubernetes/client-label/KEY
 
 
-@pytest.mark.parametrize("client,text", CLIENT_LABELS)
-def test_pod_labels_from_manifests(serve, manifests, client, text):
-    srv = serve(corefile(manifests))
-    for tcp in (False, True):
-        assert pod_labels(srv, client, tcp) == text
-
-
-@pytest.mark.parametrize("client,text", CLIENT_LABELS)
-def test_pod_labels_from_the_api(from_api, client, text):
-    for tcp in (False, True):
-        assert pod_labels(from_api, client, tcp) == text
-
-
-def test_pod_labels_only_with_pods_verified(serve, manifests):
-    assert pod_labels(serve(corefile(manifests, pods="insecure")), SHOP) == "|||"
-
-
 def test_pod_labels_reach_rewrite_edns0(serve, manifests):
     """``{kubernetes/client-label/KEY}`` is the label KEY whole, its ``/`` and dots included."""
-    capture = CapturingUpstream()
-    try:
-        srv = serve(corefile(manifests, extra=(
-            "    rewrite continue edns0 local set 0xffee {kubernetes/client-label/app}\n"
-            "    rewrite continue edns0 local set 0xffef {kubernetes/client-label/app.kubernetes.io/name}\n"
-            "    rewrite edns0 local set 0xfff0 {kubernetes/client-label/tier}\n"
-            f"    forward example.net 127.0.0.1:{capture.port}")))
-        sent = {}
-        for client in (SHOP, OTHER, HOST, TWO_PODS, STRANGER):
-            dns.query.udp(dns.message.make_query(f"{client}.example.net.", "A"), "127.0.0.1", port=srv.port,
-                          timeout=5, source=client)
-            sent[client] = {o.otype: o.to_wire() for o in capture.queries[-1].options}
-    finally:
-        capture.stop()
+    sent = options_sent(serve, manifests, [
+        "rewrite continue edns0 local set 0xffee {kubernetes/client-label/app}",
+        "rewrite continue edns0 local set 0xffef {kubernetes/client-label/app.kubernetes.io/name}",
+        "rewrite edns0 local set 0xfff0 {kubernetes/client-label/tier}"], (SHOP, OTHER, HOST, TWO_PODS, STRANGER))
     assert sent[SHOP] == {0xFFEE: b"web", 0xFFEF: b"shop-web"}  # no tier label: no option
     assert sent[OTHER] == {0xFFEE: b"db"}
     for client in (HOST, TWO_PODS, STRANGER):
@@ -271,7 +245,6 @@ def test_pod_labels_follow_manifest_edits(serve, tmp_path):
     path.write_text(yaml.safe_dump_all(objects))
     wait_for(lambda: pod_labels(srv, SHOP) == "web|shop-web|8a1b|x", "the edited manifest")
     assert pod_labels(srv, OTHER) == "db|||"
-
 
 
 def test_pods_share_label_sets_and_unused_sets_go():

@@ -1,8 +1,9 @@
 """The kubernetes plugin's object store: the reduced objects and the indexes over them.
 
 What CoreDNS keeps in its informers' stores and indexers, in the reduced forms of
-``objects.py``: present namespaces, services, endpoint slices and pod addresses by key,
-with three indexes: slices by service, services by cluster IP, slices by endpoint address.
+``objects.py``: present namespaces, services, endpoint slices and pods (address and label
+set) by key, with three indexes: slices by service, services by cluster IP, slices by
+endpoint address.
 
 Every change is made through ``set_namespace``/``put_service``/``put_slice``/``put_pod``,
 which compare with what is stored, do nothing when nothing changed, and otherwise note in
