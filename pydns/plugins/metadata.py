@@ -6,7 +6,7 @@ Syntax::
 
 For queries in ZONES (default: the server block's zones), the labels below are collected
 before any other plugin runs; *rewrite* reads them as ``{label}`` in ``edns0 local``
-rules, *template* as ``{{ .Meta "label" }}``.  A label is ``plugin/name``; a label with no
+rules, *template* as ``{{ .Meta "label" }}``, *log* as ``{/label}``.  A label is ``plugin/name``; a label with no
 value reads as empty.
 
 From the *kubernetes* plugin of the same block, for names in its zones (as CoreDNS parses
