@@ -206,8 +206,8 @@ def run_memory(count: int) -> dict:
     # (its address strings are the store's own, as in the store).
     before = tracemalloc.get_traced_memory()[0]
     addresses = PodAddresses()
-    for pod, ip in index.store.pods.items():
-        addresses.add(ip, pod)
+    for key, pod in index.store.pods.items():
+        addresses.add(pod.address, key)
     map_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(addresses) == len(index.store.pod_addresses)

@@ -23,3 +23,6 @@ udp_pending_overflows = 0  # queries answered SERVFAIL because too many answers 
 # listener label (pydns.udp.listener_drops reads the open ones' from /proc at scrape time).
 udp_listeners: set = set()
 udp_closed_drops: dict[str, int] = {}
+# rewrite's cname rules: answers left as they came because the new target could not be
+# looked up, by cause ("not a domain name", "lookup failed"); each cause logged once per rule.
+rewrite_cname_failures: dict[str, int] = {}

@@ -210,6 +210,8 @@ def test_edns0_replace_and_unset_touch_only_existing_options(serve, capture):
     (" rewrite edns0 local set 0xzz abc", "invalid EDNS0 option code"),
     (" rewrite edns0 local set 0xffee 0xzz", "invalid hex data"),
     (" rewrite edns0 local set 0xffee {nonsense}", "unsupported variable name"),
+    (" rewrite edns0 local set 0xffee {/app}", "unsupported variable name"),  # a label is plugin/name
+    (" rewrite edns0 local set 0xffee {kubernetes/}", "unsupported variable name"),
     (" rewrite edns0 local frob 0xffee abc", "invalid action"),
     (" rewrite edns0 subnet set 33 56", "invalid IPv4 bit mask length 33"),
     (" rewrite edns0 subnet set 24 129", "invalid IPv6 bit mask length 129"),
@@ -217,6 +219,8 @@ def test_edns0_replace_and_unset_touch_only_existing_options(serve, capture):
     (" rewrite edns0 bogus set", "invalid rule type 'bogus'"),
     (" rewrite cname fuzzy a b", "unknown cname rewrite type: fuzzy"),
     (" rewrite cname a", "too few (1) arguments for a cname rule"),
+    (" rewrite cname regex ([a-z x", "invalid cname rewrite regex pattern: ([a-z"),
+    (" rewrite cname regex " + "a" * 10001 + " x", "regex pattern too long in a cname rule: 10001 > 10000"),
 ])
 def test_malformed_rules_are_startup_errors(tmp_path, body, message):
     startup_error(tmp_path, body, 3, message)

@@ -10,7 +10,8 @@ NAMES limits logging to queries in those zones (default: all).  FORMAT uses Core
 placeholders (``{remote}``, ``{port}``, ``{>id}``, ``{type}``, ``{class}``, ``{name}``,
 ``{proto}``, ``{size}``, ``{>do}``, ``{>bufsize}``, ``{rcode}``, ``{>rflags}``,
 ``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``: the address the query was sent
-to), or the shortcuts ``{common}`` and ``{combined}``.  CLASSES: ``success``, ``denial``,
+to, ``{/LABEL}``: a *metadata* label such as ``{/kubernetes/client-namespace}``, ``-`` when
+the query has none), or the shortcuts ``{common}`` and ``{combined}``.  CLASSES: ``success``, ``denial``,
 ``error``, ``all`` (default).
 
 ``{name}`` is printed as miekg/dns prints names: special characters escaped with a
@@ -132,4 +133,19 @@ class Log(Plugin):
             "{duration}": f"{duration:.9f}".rstrip("0").rstrip(".") + "s",
             "{>opcode}": _OPCODES.get(req.opcode, str(req.opcode)),
         }
-        return _PLACEHOLDER.sub(lambda m: values.get(m.group(0), "-"), fmt)
+        def value(m: re.Match) -> str:
+            placeholder = m.group(0)
+            if placeholder.startswith("{/"):
+                return _metadata(req, placeholder[2:-1])
+            return values.get(placeholder, "-")
+
+        return _PLACEHOLDER.sub(value, fmt)
+
+
+def _metadata(req: Request, label: str) -> str:
+    """A metadata label's value, ``-`` when the query has none; characters outside printable
+    ASCII as ``\\DDD``, so that a value (a pod's label) cannot forge a log line."""
+    found = (getattr(req, "metadata", None) or {}).get(label)
+    if found is None:
+        return "-"
+    return "".join(c if " " <= c <= "~" and c != "\\" else f"\\{ord(c):03d}" for c in str(found))

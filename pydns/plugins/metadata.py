@@ -6,7 +6,7 @@ Syntax::
 
 For queries in ZONES (default: the server block's zones), the labels below are collected
 before any other plugin runs; *rewrite* reads them as ``{label}`` in ``edns0 local``
-rules, *template* as ``{{ .Meta "label" }}``.  A label is ``plugin/name``; a label with no
+rules, *template* as ``{{ .Meta "label" }}``, *log* as ``{/label}``.  A label is ``plugin/name``; a label with no
 value reads as empty.
 
 From the *kubernetes* plugin of the same block, for names in its zones (as CoreDNS parses
@@ -16,13 +16,19 @@ them): ``kubernetes/kind`` (``svc`` or ``pod``), ``kubernetes/namespace``,
 
 From the client's address, for any query, with ``pods verified`` (the pods are watched) and
 once the pods are synced: ``kubernetes/client-namespace`` and ``kubernetes/client-pod-name``
-of the pod that sent the query.  They are set only when exactly one pod has the source
-address and it does not run in the host's network (whose address is its node's): a source
-that is not a pod's (a node, a node-local cache forwarding for its pods), or an address two
-pods hold at once, gives neither label rather than a guess.  The query must reach the server
-from the pod's own address (no SNAT, no forwarding cache in between).  CoreDNS's
-``kubernetes/client-label/<key>`` is not provided: it would keep every pod's labels in
-memory (a dict per pod, several times the slim address store), so pydns does not watch them.
+of the pod that sent the query, and ``kubernetes/client-label/KEY`` for each of its labels
+(``kubernetes/client-label/app``, ``kubernetes/client-label/app.kubernetes.io/name``: KEY is
+the label's whole key, its own ``/`` included).  They are set only when exactly one pod has
+the source address and it does not run in the host's network (whose address is its node's):
+a source that is not a pod's (a node, a node-local cache forwarding for its pods), or an
+address two pods hold at once, gives none of them rather than a guess.  The query must reach
+the server from the pod's own address (no SNAT, no forwarding cache in between).  A pod's
+labels follow its watch events; each distinct label set is kept once, shared by every pod
+that has it (the replicas of a workload), so the labels cost a reference per pod.
+
+A label's name is matched whole, as CoreDNS does: ``plugin/name`` is any name with a ``/``
+that neither starts nor ends it (the first ``/`` ends the plugin's part; the rest, slashes
+and all, is the name), and a lookup is of the exact string.
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ from pydns.corefile import Directive
 from pydns.plugin import Plugin, register
 from pydns.wire import Request
 from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
+
+CLIENT_LABEL = "kubernetes/client-label/"
+
+
+def is_label(name: str) -> bool:
+    """Whether ``name`` has a label's shape, ``plugin/name``: a ``/`` that is neither its first
+    nor its last character (CoreDNS's ``metadata.IsLabel``)."""
+    slash = name.find("/")
+    return 0 < slash < len(name) - 1
 
 
 def kubernetes_labels(name: str, zone: str) -> dict[str, str]:
@@ -81,7 +96,9 @@ class Metadata(Plugin):
         if kubernetes is not None:
             client = kubernetes.client_pod(req)
             if client is not None:
-                labels["kubernetes/client-namespace"], labels["kubernetes/client-pod-name"] = client
+                (labels["kubernetes/client-namespace"], labels["kubernetes/client-pod-name"]), pod_labels = client
+                for key, value in pod_labels:
+                    labels[CLIENT_LABEL + key] = value
             if self._kubernetes_zones is None:  # set up after this plugin: looked up on first use
                 self._kubernetes_zones = zones_by_wire(kubernetes.options.zones)
             zone = wire_lookup(req.key, self._kubernetes_zones)

@@ -327,6 +327,8 @@ class QueryCollector:
              "reason", stats.tcp_closed),
             ("pydns_tcp_send_errors_total", "DNS over TCP replies not sent and connections failed, by cause.",
              "cause", stats.tcp_send_errors),
+            ("pydns_rewrite_cname_failures_total", "Answers rewrite's cname rules left as they came because "
+             "the new target could not be looked up, by cause.", "cause", stats.rewrite_cname_failures),
         ):
             family = CounterMetricFamily(name, doc, labels=(label,))
             for value, n in list(table.items()):

@@ -383,12 +383,15 @@ class Kubernetes(Plugin):
         zone = self.index.zone_of(req.key)
         return None if zone is None or zone.reverse else (ns, zone.wire)
 
-    def client_pod(self, req: Request) -> tuple[str, str] | None:
-        """For metadata: (namespace, name) of the pod that sent ``req``, when one pod, not in the
-        host's network, has its address; as autopath, only with ``pods verified`` and synced."""
+    def client_pod(self, req: Request) -> tuple[tuple[str, str], tuple] | None:
+        """For metadata: ((namespace, name), label set) of the pod that sent ``req``, when one pod,
+        not in the host's network, has its address; as autopath, only with ``pods verified``
+        and synced.  The label set is (key, value) pairs (``podlabels.py``)."""
         if self.options.pods != "verified" or not self.source.synced():
             return None
-        return self.index.store.pod_addresses.pod_of_client(req.remote)
+        store = self.index.store
+        key = store.pod_addresses.pod_of_client(req.remote)
+        return None if key is None else (key, store.pods[key].labels)
 
     # ------------------------------------------------------------------ ExternalName
     async def _follow(self, req: Request, zone: Zone, target: str) -> Answer:

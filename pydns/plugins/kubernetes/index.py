@@ -39,9 +39,10 @@ from pydns.wire import Answer
 from pydns.zones import wire_lookup
 
 from .memo import Memo, Name
-from .objects import (HEADLESS, MCS_SERVICE_NAME_LABEL, Slice, key_of, labels_of, meta_of, read_pod, read_service,
-                      read_service_import, read_slice, trigger_time)
+from .objects import (HEADLESS, MCS_SERVICE_NAME_LABEL, Pod, Slice, key_of, labels_of, meta_of, read_pod,
+                      read_service, read_service_import, read_slice, trigger_time)
 from .podaddresses import HostAddress
+from .podlabels import NO_LABELS, read_labels
 from .render import Renderer, Zone
 from .store import Store
 
@@ -209,7 +210,9 @@ class Index:
         if ip is None or status.get("phase") in FINISHED:
             return None
         spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-        return HostAddress(ip) if spec.get("hostNetwork") is True else ip
+        if spec.get("hostNetwork") is True:  # its address is its node's: no client is known by it
+            return Pod(HostAddress(ip), NO_LABELS)
+        return Pod(ip, read_labels(labels_of(obj)))
 
     # The writers: (key, what the store keeps or None, the slice's last-change-trigger-time).
     def _put_namespace(self, name: str, present: bool | None, _stamp) -> None:
@@ -218,8 +221,8 @@ class Index:
     def _put_service(self, skey, svc, _stamp) -> None:
         self.store.put_service(skey, svc)
 
-    def _put_pod(self, key, ip, _stamp) -> None:
-        self.store.put_pod(key, ip)
+    def _put_pod(self, key, pod, _stamp) -> None:
+        self.store.put_pod(key, pod)
 
     def _put_import(self, key, imp, _stamp) -> None:
         self.store.put_import(key, imp)

@@ -9,6 +9,7 @@ an address that does not parse is dropped rather than failing the object.
 from __future__ import annotations
 
 import socket
+from typing import NamedTuple
 
 from .packing import label
 
@@ -268,6 +269,15 @@ def address_count(ep: dict) -> int:
 def trigger_time(obj: dict) -> str | None:
     value = (meta_of(obj).get("annotations") or {}).get(TRIGGER_TIME)
     return value if isinstance(value, str) else None
+
+
+class Pod(NamedTuple):
+    """What the store keeps of a pod (``pods verified``): its primary address (a HostAddress
+    when it runs in the host's network) and its labels, a set shared with every pod that has
+    the same (``podlabels.py``)."""
+
+    address: str
+    labels: tuple
 
 
 def read_pod(obj: dict) -> tuple[bool, str | None]:

@@ -35,8 +35,9 @@ import os
 import tempfile
 import time
 
-from .objects import NO_PORTS, Service, Slice, canonical_ip
+from .objects import NO_PORTS, Pod, Service, Slice, canonical_ip
 from .packing import label
+from .podlabels import NO_LABELS
 
 log = logging.getLogger("plugin/kubernetes")
 
@@ -170,7 +171,8 @@ def encode(state: dict) -> dict:
         "slices": [[key[0], key[1], sl.service, [list(p) for p in sl.ports], list(sl.ips),
                     [None if n is None else n[1:].decode("latin-1") for n in sl.names], sl.not_ready]
                    for key, sl in state["EndpointSlice"]],
-        "pods": [[key[0], key[1], ip] for key, ip in state["Pod"]],
+        # Not the pods' labels: metadata reads them only once the pods are synced with the API.
+        "pods": [[key[0], key[1], pod.address] for key, pod in state["Pod"]],
     }
 
 
@@ -231,7 +233,7 @@ def _slice(row) -> tuple:
 
 def _pod(row) -> tuple:
     ns, name, ip = row
-    return (_text(ns), _text(name)), _address(ip), None
+    return (_text(ns), _text(name)), Pod(_address(ip), NO_LABELS), None
 
 
 _DECODERS = {"Namespace": _namespace, "Service": _service, "EndpointSlice": _slice, "Pod": _pod}

@@ -1,8 +1,9 @@
 """The kubernetes plugin's object store: the reduced objects and the indexes over them.
 
 What CoreDNS keeps in its informers' stores and indexers, in the reduced forms of
-``objects.py``: present namespaces, services, endpoint slices and pod addresses by key,
-with three indexes: slices by service, services by cluster IP, slices by endpoint address.
+``objects.py``: present namespaces, services, endpoint slices and pods (address and label
+set) by key, with three indexes: slices by service, services by cluster IP, slices by
+endpoint address.
 
 Every change is made through ``set_namespace``/``put_service``/``put_slice``/``put_pod``,
 which compare with what is stored, do nothing when nothing changed, and otherwise note in
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import sys
 
-from .objects import Service, ServiceImport, Slice
+from .objects import Pod, Service, ServiceImport, Slice
 from .podaddresses import PodAddresses
+from .podlabels import LabelSets
 
 
 # Dependency keys: what a rendered name was made from, and what a change touches.
@@ -103,7 +105,8 @@ class Store:
         self.namespaces: set[str] = set()  # present: they exist and pass namespace_labels
         self.services: dict[tuple[str, str], Service] = {}
         self.slices: dict[tuple[str, str], Slice] = {}
-        self.pods: dict[tuple[str, str], str] = {}  # (ns, name) -> address
+        self.pods: dict[tuple[str, str], Pod] = {}  # (ns, name) -> address and labels
+        self.label_sets = LabelSets()  # each distinct pod label set once, for metadata
         self.pod_counts: dict[str, dict[str, int]] = {}  # ns -> address -> pods with it
         self.pod_addresses = PodAddresses()  # address -> pod, for autopath and metadata
         self.slices_by_service = MultiIndex()  # (ns, service) -> slice keys
@@ -237,27 +240,36 @@ class Store:
             file(index, ip, key)
             touched.add(address_dep(ip))
 
-    def put_pod(self, key: tuple[str, str], ip: str | None) -> None:
-        """Store (or with None, remove) a pod's address (a HostAddress for a host-network pod)."""
+    def put_pod(self, key: tuple[str, str], pod: Pod | None) -> None:
+        """Store (or with None, remove) a pod: its address (a HostAddress for a host-network pod) and labels."""
         old = self.pods.get(key)
-        if old == ip and type(old) is type(ip):
+        moved = old is None or pod is None or old.address != pod.address or \
+            type(old.address) is not type(pod.address)
+        if not moved:
+            if old.labels != pod.labels:
+                # Only the labels: no answer is made from them, so nothing is touched.
+                self.pods[key] = Pod(old.address, self.label_sets.hold(pod.labels))
+                self.label_sets.release(old.labels)
             return
         ns = key[0]
         if old is not None:
             del self.pods[key]
+            self.label_sets.release(old.labels)
+            ip = old.address
             counts = self.pod_counts[ns]
-            counts[old] -= 1
-            if not counts[old]:
-                del counts[old]
+            counts[ip] -= 1
+            if not counts[ip]:
+                del counts[ip]
                 if not counts:
                     del self.pod_counts[ns]
-            self.pod_addresses.remove(old, key)
-            self.touched.add(pod_dep(ns, old))
-        if ip is not None:
+            self.pod_addresses.remove(ip, key)
+            self.touched.add(pod_dep(ns, ip))
+        if pod is not None:
             # One copy of each namespace's name, not one per pod (5 MB at 100,000 pods).
             # The address map keeps this same key object: the pod's name costs it no more.
             key = (sys.intern(ns), key[1])
-            self.pods[key] = ip
+            ip = pod.address
+            self.pods[key] = Pod(ip, self.label_sets.hold(pod.labels))
             counts = self.pod_counts.setdefault(ns, {})
             counts[ip] = counts.get(ip, 0) + 1
             self.pod_addresses.add(ip, key)

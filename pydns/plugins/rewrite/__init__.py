@@ -25,9 +25,18 @@ FIELD is one of:
 * ``ttl [TYPE] NAME SECONDS|MIN-MAX`` — the TTL of every record of the answer: set, or
   clamped into the range (``30-300``, ``-30``, ``30-``).
 * ``rcode [TYPE] NAME FROM TO`` — the answer's rcode, by name or number (``SERVFAIL NOERROR``).
-* ``cname [TYPE] FROM TO`` — the first CNAME target of the answer that matches FROM becomes
-  TO; the records after it are replaced by the answer for TO, looked up through the server's
-  own plugins (per query).
+* ``cname [exact|prefix|suffix|substring|regex] FROM TO`` — a CNAME target of the answer
+  that FROM matches (as the name rules match; the target as the answer wrote it) becomes TO,
+  and the answer becomes the CNAME records up to that one followed by the answer for TO,
+  looked up per query through the server's own plugins with the query's type: its records
+  and TTLs as they come (no answer rule sees them).  The lookup is made even when TO is the
+  old target; its answer is whole (*forward* asks again over TCP for a truncated one), and a
+  reply too large for the client is truncated as any other.  Each cname rule acts on the
+  first CNAME it matches (CoreDNS looks up again for every later match and appends each
+  answer).  A lookup answered with an error leaves the CNAME re-pointed and nothing after
+  it; one that cannot be made (TO is no domain name, lookups nested too deep) leaves the
+  answer as it came (logged once, counted in ``pydns_rewrite_cname_failures_total``).  A TO
+  without the final dot gets it.  A rule with an empty FROM or TO never applies.
 * ``edns0 local|nsid|subnet set|append|replace|unset ... [revert]`` — EDNS0 options of the
   query: ``local CODE DATA`` (DATA as text, ``0x`` hex, or one of ``{qname}``, ``{qtype}``,
   ``{client_ip}``, ``{client_port}``, ``{protocol}``, ``{server_ip}``, ``{server_port}`` or a
@@ -52,8 +61,8 @@ from pydns.plugins.rewrite.edns import EdnsRule
 from pydns.plugins.rewrite.names import RuleError, name_wire
 from pydns.plugins.rewrite.parse import parse_rule
 from pydns.plugins.rewrite.rules import CnameResponse, RcodeResponse, Rule, State
-from pydns.wire import (AA, AD, RA, SERVFAIL, TCP_MESSAGE_MAX, TYPE_OPT, Answer, Request, class_name, label_from_wire,
-                        status, type_name)
+from pydns.wire import (AA, AD, RA, SERVFAIL, TCP_MESSAGE_MAX, TYPE_OPT, Answer, Request, class_name,
+                        label_from_wire, status, type_name)
 
 _CACHE_MAX = 10000  # remembered outcomes per question, and converted answers
 
@@ -179,12 +188,26 @@ class Rewrite(Plugin):
 
 
     async def _follow_cnames(self, req: Request, inner: Request, answer: Answer, responses: list) -> Answer:
+        """As CoreDNS's: each record the answer came with (authority, answer, additional) meets
+        the answer rules in reverse order, a cname rule's lookup among them; the records a
+        lookup brings meet none (their TTLs are the looked-up answer's own).  A cname rule acts
+        on the first CNAME it matches only: CoreDNS looks up again for each later one, and
+        appends each answer after the first's, a fan-out that nested lookups multiply."""
         msg = parsed(inner, answer)
-        for rule in reversed(responses):
-            if isinstance(rule, CnameResponse):
+        rules = responses[::-1]
+        acted: set[int] = set()
+        for rr in [*msg.auth, *msg.rr, *msg.ar]:
+            for rule in rules:
+                if not isinstance(rule, CnameResponse):
+                    rewrite_record(rule, rr)
+                    continue
+                change = None if id(rule) in acted else rule.change(rr)
+                if change is None:
+                    continue
+                acted.add(id(rule))
                 # The server bounds how deep such lookups nest (a target rewritten again...).
-                await rule.follow(msg, req.qtype, self.server.lookup)
-        return convert(req, answer, msg, responses)
+                await rule.follow(msg, *change, inner.qtype, self.server.lookup)
+        return convert(req, answer, msg, responses, records=False)
 
 
 async def _errors_as_answers(result) -> Answer:
@@ -202,15 +225,13 @@ def parsed(inner: Request, answer: Answer) -> DNSRecord:
     return msg
 
 
-def convert(req: Request, answer: Answer, msg: DNSRecord, responses: list) -> Answer:
-    """Re-pack ``msg`` (``answer`` as records) behind ``req``'s question, applying ``responses``."""
-    try:
-        for section in (msg.auth, msg.rr, msg.ar):
-            for rr in section:
-                for rule in reversed(responses):
-                    rule.record(rr)
-    except ValueError as exc:  # an answer rule made a name that is not a domain name
-        raise DNSError(SERVFAIL, f"plugin/rewrite: invalid name in the answer after rewrite: {exc}") from None
+def convert(req: Request, answer: Answer, msg: DNSRecord, responses: list, records: bool = True) -> Answer:
+    """Re-pack ``msg`` (``answer`` as records) behind ``req``'s question, applying ``responses``
+    (to the records too unless ``records`` is False: they have been)."""
+    for section in (msg.auth, msg.rr, msg.ar) if records else ():
+        for rr in section:
+            for rule in reversed(responses):
+                rewrite_record(rule, rr)
     rcode = answer.rcode
     for rule in reversed(responses):
         rcode = rule.rcode(rcode)
@@ -219,6 +240,13 @@ def convert(req: Request, answer: Answer, msg: DNSRecord, responses: list) -> An
     out.flags |= answer.flags & AD
     out.error, out.options = answer.error, answer.options
     return out
+
+
+def rewrite_record(rule, rr) -> None:
+    try:
+        rule.record(rr)
+    except ValueError as exc:  # an answer rule made a name that is not a domain name
+        raise DNSError(SERVFAIL, f"plugin/rewrite: invalid name in the answer after rewrite: {exc}") from None
 
 
 def _first_arg(d: Directive) -> Token | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
+from pydns.plugins.metadata import is_label
 from pydns.plugins.rewrite.edns import EDNS_NSID, EDNS_SUBNET, VARIABLES, EdnsRule, EdnsSubnetRule, EdnsVariableRule
-from pydns.plugins.rewrite.names import (MATCH_KINDS, RegexRewriter, RuleError, compile_regex, normalize,
+from pydns.plugins.rewrite.names import (MATCH_KINDS, MAX_REGEX, RegexRewriter, RuleError, compile_regex, normalize,
                                              qtype_code)
 from pydns.plugins.rewrite.rules import (CnameResponse, CnameRule, MatchRule, NameResponse, NameRule,
                                              QuestionRule, RcodeResponse, Rule, TTLResponse, ValueResponse,
@@ -127,7 +126,12 @@ def parse_cname_rule(args: list[str]) -> CnameRule:
         raise RuleError(f"too few ({len(args)}) arguments for a cname rule")
     if kind == "exact":
         source, target = normalize(source), normalize(target)
-    return CnameRule(CnameResponse(kind, source, target))
+    elif kind == "regex" and len(source) > MAX_REGEX:
+        raise RuleError(f"regex pattern too long in a cname rule: {len(source)} > {MAX_REGEX}")
+    try:
+        return CnameRule(CnameResponse(kind, source, target))
+    except RuleError:  # the regex does not compile
+        raise RuleError(f"invalid cname rewrite regex pattern: {source}") from None
 
 
 def parse_ttl(text: str) -> tuple[int, int]:
@@ -221,7 +225,7 @@ def parse_edns_rule(args: list[str]) -> EdnsRule:
         return EdnsRule(action, code)
     data = args[3]
     if data.startswith("{") and data.endswith("}"):
-        if data not in VARIABLES and not re.fullmatch(r"\{[^/{}]+/[^{}]+\}", data):
+        if data not in VARIABLES and not is_label(data[1:-1]):
             raise RuleError(f"unsupported variable name {data!r}")
         return EdnsVariableRule(action, code, data)
     if data.startswith("0x"):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 
-from dnslib import RR, DNSQuestion, DNSRecord, EDNSOption
+from dnslib import RR, DNSHeader, DNSQuestion, DNSRecord, EDNSOption
 
+from pydns import stats
 from pydns.plugin import DNSError
 from pydns.plugins.rewrite.names import (NameReplacer, RemapRewriter, RuleError, SuffixRewriter, bounded_regex,
                                          label_text, name_wire, normalize, text_label)
 from pydns.wire import SERVFAIL, TYPE_OPT, Request
+
+log = logging.getLogger("plugin/rewrite")
 
 _QTAIL = struct.Struct("!HH")
 TYPE_CNAME = 5
@@ -181,27 +185,56 @@ class QuestionRule(Rule):
 
 
 class CnameResponse:
-    """Rewrites the first matching CNAME target of the answer and replaces what follows it with
-    the answer for the new target, looked up through the server's own plugins."""
+    """The ``cname`` rule's work on the answer, as CoreDNS's: for one CNAME record of the
+    answer whose target FROM matches, the target becomes TO, and the answer becomes the
+    CNAME records up to that one followed by the answer for TO, looked up through the
+    server's own plugins (qtype as asked)."""
 
     def __init__(self, kind: str, source: str, target: str):
         self.new_target = NameReplacer(kind, source, target)
+        self._logged: set[str] = set()  # the causes of lookups not made, logged once each
 
-    async def follow(self, msg: DNSRecord, qtype: int, lookup) -> None:
-        kept = []
-        for rr in msg.rr:
-            if rr.rtype != TYPE_CNAME:
-                continue
-            kept.append(rr)
-            new = self.new_target(label_text(rr.rdata.label))
-            if new is None:
-                continue
-            found = await lookup(new, qtype)
-            if found is None:
-                return
-            rr.rdata.label = text_label(new)
-            msg.rr = kept + list(found.rr)
+    def change(self, rr: RR) -> tuple[str, str] | None:
+        """(old target, new target) if ``rr`` is a CNAME whose target FROM matches."""
+        if rr.rtype != TYPE_CNAME:
+            return None
+        old = label_text(rr.rdata.label)
+        new = self.new_target(old)
+        if new is None:
+            return None
+        # TO made of a regex's groups may be written without the root
+        return old, new if new.endswith(".") else new + "."
+
+    async def follow(self, msg: DNSRecord, old: str, new: str, qtype: int, lookup) -> None:
+        """Re-point the CNAME to ``old`` at ``new`` and put the answer for ``new`` after it; when
+        that answer cannot be had, ``msg`` is left as it is."""
+        try:
+            new_label = text_label(new)
+        except ValueError:
+            self._failed("not a domain name", f"the new target {new!r} is not a domain name")
             return
+        try:
+            found = await lookup(new, qtype)
+        except DNSError as err:  # what the server would answer: that rcode, no records
+            found = DNSRecord(DNSHeader(qr=1, rcode=err.rcode))
+        if found is None:
+            self._failed("lookup failed", f"{new} could not be looked up")
+            return
+        kept = []
+        for record in msg.rr:
+            if record.rtype == TYPE_CNAME:
+                kept.append(record)
+                if label_text(record.rdata.label) == old:
+                    record.rdata.label = new_label
+                    break
+        msg.rr = kept + list(found.rr)
+
+    def _failed(self, cause: str, why: str) -> None:
+        """The answer stays as it came, as CoreDNS leaves it when its lookup fails."""
+        if cause not in self._logged:
+            self._logged.add(cause)
+            log.warning("plugin/rewrite: cname rule: %s; the answer is left as it is", why)
+        stats.rewrite_cname_failures[cause] = stats.rewrite_cname_failures.get(cause, 0) + 1
 
     def record(self, rr: RR) -> None:
         pass
@@ -211,13 +244,16 @@ class CnameResponse:
 
 
 class CnameRule(Rule):
-    """Applies to every query; its work happens on the answer."""
+    """Applies to every query; its work happens on the answer.  A rule with an empty FROM or
+    TO never applies (CoreDNS ignores it: it does not even end the list)."""
 
     def __init__(self, response: CnameResponse):
         self.response = response
+        replacer = response.new_target
+        self.active = bool(replacer.source) and bool(replacer.target)
 
     def rewrite(self, state: State) -> list | None:
-        return [self.response]
+        return [self.response] if self.active else None
 
 
 class MatchRule(Rule):
