@@ -113,9 +113,15 @@ def render(latest: dict) -> str:
     if hp:
         out += [f"**Where pydns's time goes** ({hp['tool']}, {hp['server']}, {hp['kind']}, unthrottled, "
                 f"{hp['queries']:,} queries)", ""]
-        out += table(["step", "share of samples"], [[k, f"{v:.0%}"] for k, v in hp["steps"].items()])
-        out += table(["share", "line", "code"],
-                     [[f"{r['share']:.1%}", f"{r['file']}:{r['line']}", f"`{r['source']}`"] for r in hp["lines"][:10]])
+        if hp["steps"]:  # a sampling profiler (py-spy) sees lines and whole stacks
+            out += table(["step", "share of samples"], [[k, f"{v:.0%}"] for k, v in hp["steps"].items()])
+            out += table(["share", "line", "code"],
+                         [[f"{r['share']:.1%}", f"{r['file']}:{r['line']}", f"`{r['source']}`"]
+                          for r in hp["lines"][:10]])
+        else:  # cProfile sees functions only, and counts time blocked in recvfrom/epoll as theirs
+            out += table(["own time", "with callees", "calls", "function"],
+                         [[f"{r['share']:.1%}", f"{r['inclusive']:.1%}", f"{r['calls']:,}",
+                           f"`{r['function']}` ({r['file']}:{r['line']})"] for r in hp["functions"][:10]])
     return "\n".join(out).rstrip() + "\n"
 
 
