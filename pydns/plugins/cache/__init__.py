@@ -58,7 +58,7 @@ from pydns.plugins.cache import metrics as cache_metrics
 from pydns.plugins.cache import options
 from pydns.plugins.cache.metrics import DENIAL, SUCCESS
 from pydns.plugins.cache.response import (DELEGATION, META, NAME_ERROR, NO_DATA, NO_ERROR, OTHER_ERROR,
-                                          SERVER_ERROR, UPDATE, minimal_ttl, read_response)
+                                          SERVER_ERROR, UPDATE, Response, minimal_ttl, read_response)
 from pydns.wire import AA, AD, CD, NOERROR, NXDOMAIN, TC, Answer, Request, status
 from pydns.zones import in_wire_zones, to_wire
 
@@ -67,6 +67,7 @@ SHARDS = 256
 PASSED_MAX = 10000
 
 _TTL = struct.Struct("!I")
+_RESPONSES_MAX = 1024  # answers whose reading is kept (see Cache._read): emptied when full
 _now = time.monotonic
 
 
@@ -133,6 +134,8 @@ class Cache(Plugin):
         self._unkept: frozenset = frozenset()  # zones (wire form) where neither kind is kept
         # cache key -> (answer, opcode, AD asked, what the client got): see _pass
         self._passed: dict[tuple, tuple] = {}
+        # (answer id, name, type, opcode, DO) -> (answer, what read_response read in it): see _read
+        self._responses: dict[tuple, tuple] = {}
         self.zones_label = ""
         # per-query counts (plain ints, read at scrape time)
         self.hits = [0, 0]
@@ -380,9 +383,8 @@ class Cache(Plugin):
         may be kept; and whether that reply depended on the clock (a signature's validity)."""
         if _not_written(answer):
             return answer, False
-        try:
-            resp = read_response(req, answer)
-        except WireError:
+        resp = self._read(req, answer)
+        if resp is None:
             return answer, False
         kind = resp.kind
         keep = may_keep and not (answer.flags & TC or resp.non_answer or kind in (OTHER_ERROR, META, UPDATE)
@@ -404,6 +406,26 @@ class Cache(Plugin):
         if not (req.do or req.flags & AD):
             out.flags &= ~AD
         return out, resp.dated
+
+    def _read(self, req: Request, answer: Answer) -> Response | None:
+        """``read_response``, kept per ready answer: a plugin hands out the same Answer for
+        many questions (the kubernetes plugin's NXDOMAIN for every unknown name of a length),
+        and what the cache reads in it depends only on the answer and on the question's name
+        (for records that answer it), type, opcode and DO bit.  None: a malformed answer."""
+        key = (id(answer), req.key if answer.an else b"", req.qtype, req.opcode, req.do)
+        held = self._responses.get(key)
+        if held is not None and held[0] is answer:
+            return held[1]
+        try:
+            resp = read_response(req, answer)
+        except WireError:
+            return None
+        if resp.dated:  # a signature checked against the clock: read again next time
+            return resp
+        if len(self._responses) >= _RESPONSES_MAX:
+            self._responses.clear()
+        self._responses[key] = (answer, resp)
+        return resp
 
     def _lifetime(self, kind: int, ttls: list) -> float:
         """How long an answer is kept: its smallest TTL, within MINTTL and TTL of its kind."""
