@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pydns.testing import ServerThread, free_port  # noqa: F401 (tests import it from here)
+from pydns.testing.fakeapi import FakeApiServer
 
 
 @pytest.fixture
@@ -19,4 +20,19 @@ def serve():
 
     yield start
     for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def fake_apis():
+    """``fake_apis(objects, **options)`` starts a FakeApiServer; every one is stopped after the test."""
+    servers: list[FakeApiServer] = []
+
+    def make(objects=(), **kw) -> FakeApiServer:
+        srv = FakeApiServer(objects, **kw).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
         srv.stop()

@@ -13,13 +13,19 @@ from pydns.testing import ServerThread
 from pydns.testing.fakeapi import FakeApiServer
 
 
+def kube_corefile(api: FakeApiServer, folder, options: str = "", zone: str = "cluster.local", plugins: str = "",
+                  name: str = "kubeconfig") -> str:
+    """A Corefile whose kubernetes plugin reads ``api``, with ``options`` in its block and
+    ``plugins`` before it, served on 127.0.0.1."""
+    kubeconfig = api.kubeconfig(str(folder / name))
+    return (f".:0 {{\n bind 127.0.0.1\n{plugins}\n kubernetes {zone} in-addr.arpa ip6.arpa {{\n"
+            f"  kubeconfig {kubeconfig}\n{options}\n }}\n}}\n")
+
+
 def kube_server(api: FakeApiServer, folder, options: str = "", zone: str = "cluster.local", plugins: str = "",
                 name: str = "kubeconfig") -> ServerThread:
     """pydns (UDP/TCP on 127.0.0.1) whose kubernetes plugin reads ``api``, with ``options`` in its block."""
-    kubeconfig = api.kubeconfig(str(folder / name))
-    corefile = (f".:0 {{\n bind 127.0.0.1\n{plugins}\n kubernetes {zone} in-addr.arpa ip6.arpa {{\n"
-                f"  kubeconfig {kubeconfig}\n{options}\n }}\n}}\n")
-    return ServerThread(corefile).start()
+    return ServerThread(kube_corefile(api, folder, options, zone, plugins, name)).start()
 
 
 def answer(srv: ServerThread, name: str, rdtype: str = "A", tcp: bool = False) -> tuple[str, list[str]]:

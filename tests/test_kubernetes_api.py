@@ -129,17 +129,8 @@ def loop():
 
 
 @pytest.fixture
-def api():
-    servers = []
-
-    def make(objects=(), **kw):
-        srv = FakeApiServer(objects, **kw).start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
+def api(fake_apis):
+    return fake_apis
 
 
 @pytest.fixture

@@ -14,38 +14,13 @@ import time
 import dns.flags
 import dns.message
 import dns.rcode
-import pytest
 
 from pydns import replies
-from pydns.testing import ServerThread
-from pydns.testing.fakeapi import FakeApiServer
 from pydns.testing.upstream import Upstream
-from tests.kube_api_dns import answer, kube_server, metric, wait_for
+from tests.kube_api_dns import answer, kube_corefile, metric, wait_for
 from tests.kube_cluster import endpoint, endpoint_slice, headless, namespace, service
 from tests.conftest import free_port
 from tests.test_prometheus import Scrape, http_port
-
-
-@pytest.fixture
-def api():
-    servers = []
-
-    def make(objects=()):
-        srv = FakeApiServer(objects).start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
-
-
-@pytest.fixture
-def started():
-    servers: list[ServerThread] = []
-    yield servers
-    for srv in servers:
-        srv.stop()
 
 
 def exchange(port: int, wire: bytes, source: str = "127.0.0.1") -> dns.message.Message:
@@ -60,10 +35,9 @@ def addresses(msg: dns.message.Message) -> list[str]:
     return sorted(rr.address for rrset in msg.answer for rr in rrset if hasattr(rr, "address"))
 
 
-def test_each_reply_carries_its_query_id_case_and_flags(api, tmp_path, started):
-    server = api([namespace("testns"), service("web", ips=("10.0.0.7",))])
-    srv = kube_server(server, tmp_path)
-    started.append(srv)
+def test_each_reply_carries_its_query_id_case_and_flags(fake_apis, tmp_path, serve):
+    server = fake_apis([namespace("testns"), service("web", ips=("10.0.0.7",))])
+    srv = serve(kube_corefile(server, tmp_path))
     for i, (name, rd, edns) in enumerate([("web.testns.svc.cluster.local", True, 0),
                                           ("WEB.TestNS.svc.cluster.local", True, 0),
                                           ("web.testns.svc.cluster.local", False, 0),
@@ -80,11 +54,10 @@ def test_each_reply_carries_its_query_id_case_and_flags(api, tmp_path, started):
         assert addresses(reply) == ["10.0.0.7"]
 
 
-def test_a_watch_event_is_seen_by_the_next_query(api, tmp_path, started):
-    server = api([namespace("testns"), service("web", ips=("10.0.0.7",)), headless("db"),
+def test_a_watch_event_is_seen_by_the_next_query(fake_apis, tmp_path, serve):
+    server = fake_apis([namespace("testns"), service("web", ips=("10.0.0.7",)), headless("db"),
                   endpoint_slice("db-1", "db", [endpoint("10.1.0.1")])])
-    srv = kube_server(server, tmp_path)
-    started.append(srv)
+    srv = serve(kube_corefile(server, tmp_path))
     for _ in range(5):  # asked again and again: its reply is kept
         assert answer(srv, "web.testns.svc.cluster.local") == ("NOERROR", ["10.0.0.7"])
         assert answer(srv, "gone.testns.svc.cluster.local")[0] == "NXDOMAIN"
@@ -99,7 +72,7 @@ def test_a_watch_event_is_seen_by_the_next_query(api, tmp_path, started):
     assert answer(srv, "gone.testns.svc.cluster.local") == ("NOERROR", ["10.0.0.9"])
 
 
-def test_a_reload_drops_every_kept_reply(tmp_path, started):
+def test_a_reload_drops_every_kept_reply(tmp_path, serve):
     manifests = tmp_path / "cluster.yaml"
     manifests.write_text(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: testns}\n"
@@ -108,8 +81,7 @@ def test_a_reload_drops_every_kept_reply(tmp_path, started):
     body = ".:{port} {{\n bind 127.0.0.1\n kubernetes cluster.local {{\n  manifests {m}\n  ttl {ttl}\n }}\n}}\n"
     port = free_port()
     conf.write_text(body.format(port=port, m=manifests, ttl=5))
-    srv = ServerThread("", path=str(conf)).start()
-    started.append(srv)
+    srv = serve("", path=str(conf))
     for _ in range(3):
         assert srv.query("web.testns.svc.cluster.local", "A").answer[0].ttl == 5
     conf.write_text(body.format(port=port, m=manifests, ttl=30))
@@ -117,22 +89,20 @@ def test_a_reload_drops_every_kept_reply(tmp_path, started):
     assert srv.query("web.testns.svc.cluster.local", "A").answer[0].ttl == 30
 
 
-def test_replies_that_depend_on_the_client_are_not_kept(api, tmp_path, started):
+def test_replies_that_depend_on_the_client_are_not_kept(fake_apis, tmp_path, serve):
     # acl comes before kubernetes: what a client gets depends on its address.
-    server = api([namespace("testns"), service("web", ips=("10.0.0.7",))])
-    srv = kube_server(server, tmp_path, plugins=" acl {\n  block net 127.0.0.2/32\n }")
-    started.append(srv)
+    server = fake_apis([namespace("testns"), service("web", ips=("10.0.0.7",))])
+    srv = serve(kube_corefile(server, tmp_path, plugins=" acl {\n  block net 127.0.0.2/32\n }"))
     wire = dns.message.make_query("web.testns.svc.cluster.local", "A").to_wire()
     for _ in range(4):
         assert addresses(exchange(srv.port, wire, "127.0.0.1")) == ["10.0.0.7"]
         assert exchange(srv.port, wire, "127.0.0.2").rcode() == dns.rcode.REFUSED
 
 
-def test_an_order_drawn_per_query_is_not_kept(api, tmp_path, started):
+def test_an_order_drawn_per_query_is_not_kept(fake_apis, tmp_path, serve):
     ips = [f"10.1.0.{i}" for i in range(1, 9)]
-    server = api([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
-    srv = kube_server(server, tmp_path, plugins=" loadbalance")
-    started.append(srv)
+    server = fake_apis([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
+    srv = serve(kube_corefile(server, tmp_path, plugins=" loadbalance"))
     wire = dns.message.make_query("db.testns.svc.cluster.local", "A").to_wire()
     orders = set()
     for _ in range(30):
@@ -142,10 +112,9 @@ def test_an_order_drawn_per_query_is_not_kept(api, tmp_path, started):
     assert len(orders) > 5  # 8 addresses: 40,320 orders; a kept reply would give one
 
 
-def test_every_kept_reply_is_counted(api, tmp_path, started):
-    server = api([namespace("testns"), service("web", ips=("10.0.0.7",))])
-    srv = kube_server(server, tmp_path, plugins=" prometheus 127.0.0.1:0\n errors")
-    started.append(srv)
+def test_every_kept_reply_is_counted(fake_apis, tmp_path, serve):
+    server = fake_apis([namespace("testns"), service("web", ips=("10.0.0.7",))])
+    srv = serve(kube_corefile(server, tmp_path, plugins=" prometheus 127.0.0.1:0\n errors"))
     wire = dns.message.make_query("web.testns.svc.cluster.local", "A").to_wire()
     sizes = [len(exchange(srv.port, wire).to_wire()) for _ in range(25)]
     m = Scrape(http_port(srv))
@@ -157,12 +126,11 @@ def test_every_kept_reply_is_counted(api, tmp_path, started):
     assert m.value("coredns_dns_response_size_bytes_sum", **zone) == sum(sizes)
 
 
-def test_cache_hits_kept_count_and_age(tmp_path, started):
+def test_cache_hits_kept_count_and_age(serve):
     up = Upstream({("kept.example.", "A"): ["192.0.2.1"]}, ttl=60).start()
     try:
-        srv = ServerThread(f".:0 {{\n bind 127.0.0.1\n prometheus 127.0.0.1:0\n cache\n"
-                           f" forward . {up.address[0]}:{up.address[1]}\n}}\n").start()
-        started.append(srv)
+        srv = serve(f".:0 {{\n bind 127.0.0.1\n prometheus 127.0.0.1:0\n cache\n"
+                    f" forward . {up.address[0]}:{up.address[1]}\n}}\n")
         wire = dns.message.make_query("kept.example", "A").to_wire()
         first = exchange(srv.port, wire)
         hits = Scrape(http_port(srv)).value("coredns_cache_hits_total")  # the process's, other servers' too
@@ -176,10 +144,9 @@ def test_cache_hits_kept_count_and_age(tmp_path, started):
         up.stop()
 
 
-def test_kept_replies_are_bounded(api, tmp_path, started):
-    server = api([namespace("testns")])
-    srv = kube_server(server, tmp_path, plugins=" prometheus 127.0.0.1:0")
-    started.append(srv)
+def test_kept_replies_are_bounded(fake_apis, tmp_path, serve):
+    server = fake_apis([namespace("testns")])
+    srv = serve(kube_corefile(server, tmp_path, plugins=" prometheus 127.0.0.1:0"))
     n = replies.MAX_ENTRIES + 500
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(3)
@@ -195,12 +162,11 @@ def test_kept_replies_are_bounded(api, tmp_path, started):
     assert 0 < size <= replies.MAX_BYTES
 
 
-def test_bufsize_ahead_keeps_replies_sized_for_each_query(api, tmp_path, started):
+def test_bufsize_ahead_keeps_replies_sized_for_each_query(fake_apis, tmp_path, serve):
     # bufsize lowers a large EDNS0 size: a reply kept for one size is never sent for another.
     ips = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(60)]  # 60 A records: about 1 KB
-    server = api([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
-    srv = kube_server(server, tmp_path, plugins=" bufsize 512")
-    started.append(srv)
+    server = fake_apis([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
+    srv = serve(kube_corefile(server, tmp_path, plugins=" bufsize 512"))
     for _ in range(3):
         for payload in (4096, 1232, 512):
             query = dns.message.make_query("db.testns.svc.cluster.local", "A", use_edns=0, payload=payload)
