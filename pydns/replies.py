@@ -16,6 +16,8 @@ A reply is kept only when every plugin that saw the query says it may be, by set
   seconds) sets the time (``time.monotonic``) it stops holding;
 * a plugin with an effect per query (a counter) lists it in ``req.memo_hooks``, run for
   every kept reply sent;
+* a plugin that draws one of a few ready answers per query (loadbalance's orders) lists
+  them all in ``req.memo_choices``: each kept reply sent is drawn from them alike;
 * anything else (the client's address, chance, the time, a log line) keeps nothing: only
   the leading plugins of a chain that are all memoizable take part at all, and the
   listener keeps nothing that a plugin did not allow.
@@ -45,7 +47,8 @@ def changed() -> None:
 
 class ReplyMemo:
     """One listener's kept replies: query bytes after the ID -> (reply bytes after the ID,
-    time it holds until, hooks to run per reply sent or None)."""
+    time it holds until, hooks to run per reply sent or None, replies to draw one from per
+    query or None)."""
 
     __slots__ = ("table", "size", "generation")
 
@@ -62,14 +65,16 @@ class ReplyMemo:
             self.size = 0
         return self.table
 
-    def keep(self, query: bytes, reply: bytes, until: float, hooks: tuple | None) -> None:
-        """Keep ``reply`` (after its ID) for ``query`` (after its ID) until ``until``."""
+    def keep(self, query: bytes, reply: bytes, until: float, hooks: tuple | None,
+             choices: tuple[bytes, ...] | None = None) -> None:
+        """Keep ``reply`` (after its ID), or ``choices`` to draw from, for ``query`` (after its
+        ID) until ``until``."""
         if len(query) > MAX_QUERY - 2:
             return
-        cost = len(query) + len(reply) + _ENTRY_OVERHEAD
+        cost = len(query) + len(reply) + _ENTRY_OVERHEAD + (sum(map(len, choices)) if choices else 0)
         table = self.current()
         if len(table) >= MAX_ENTRIES or self.size + cost > MAX_BYTES:
             table.clear()
             self.size = 0
-        table[query] = (reply, until, hooks)
+        table[query] = (reply, until, hooks, choices)
         self.size += cost

@@ -28,6 +28,7 @@ import errno
 import logging
 import os
 import socket
+from random import choice
 from time import monotonic
 
 from pydns import stats
@@ -100,10 +101,11 @@ class UDPListener:
                 if entry[2] is not None:
                     for hook in entry[2]:
                         hook()
+                tail = entry[0] if entry[3] is None else choice(entry[3])
                 try:
-                    send(data[:2] + entry[0], addr)
+                    send(data[:2] + tail, addr)
                 except OSError as exc:
-                    self._send_failed(exc, len(entry[0]) + 2, addr)
+                    self._send_failed(exc, len(tail) + 2, addr)
                 continue
             try:
                 answer(data, addr)
@@ -128,7 +130,8 @@ class UDPListener:
                 if entry[2] is not None:
                     for hook in entry[2]:
                         hook()
-                self._send(data[:2] + entry[0], addr, reply_from(ancdata))
+                self._send(data[:2] + (entry[0] if entry[3] is None else choice(entry[3])), addr,
+                           reply_from(ancdata))
                 continue
             try:
                 answer(data, addr, reply_from(ancdata))
@@ -176,7 +179,10 @@ class UDPListener:
             out = req.render(result)
             if req.memo_until:
                 memo = self.memo_mapped if reply_from is not None and addr[0].startswith("::ffff:") else self.memo
-                memo.keep(data[2:], out[2:], req.memo_until, req.memo_hooks)
+                choices = req.memo_choices
+                if choices is not None:
+                    choices = tuple(answer.render(req, req.limit)[2:] for answer in choices)
+                memo.keep(data[2:], out[2:], req.memo_until, req.memo_hooks, choices)
             self._send(out, addr, reply_from)
         elif self.pending < self.MAX_PENDING:
             self.pending += 1

@@ -99,6 +99,7 @@ class Request:
     # sent (pydns.replies): set by the plugins that answer.
     memo_until = 0.0
     memo_hooks = None
+    memo_choices = None
 
     def __init__(self, data: bytes, proto: str = "udp", remote=None, local=None):
         self.data = data

@@ -8,12 +8,14 @@ still counted.
 
 from __future__ import annotations
 
+import collections
 import socket
 import time
 
 import dns.flags
 import dns.message
 import dns.rcode
+import pytest
 
 from pydns import replies
 from pydns.testing.upstream import Upstream
@@ -99,17 +101,24 @@ def test_replies_that_depend_on_the_client_are_not_kept(fake_apis, tmp_path, ser
         assert exchange(srv.port, wire, "127.0.0.2").rcode() == dns.rcode.REFUSED
 
 
-def test_an_order_drawn_per_query_is_not_kept(fake_apis, tmp_path, serve):
-    ips = [f"10.1.0.{i}" for i in range(1, 9)]
-    server = fake_apis([namespace("testns"), headless("db"), endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
-    srv = serve(kube_corefile(server, tmp_path, plugins=" loadbalance"))
+@pytest.mark.parametrize("count, kept", [(3, True), (8, False)])
+def test_orders_are_drawn_per_query_even_from_kept_replies(fake_apis, tmp_path, serve, count, kept):
+    # 3 records have 6 orders, made ahead and kept together; 8 have 40,320, drawn per query.
+    ips = [f"10.1.0.{i}" for i in range(1, count + 1)]
+    server = fake_apis([namespace("testns"), headless("db"),
+                        endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
+    srv = serve(kube_corefile(server, tmp_path, plugins=" prometheus 127.0.0.1:0\n loadbalance"))
     wire = dns.message.make_query("db.testns.svc.cluster.local", "A").to_wire()
-    orders = set()
-    for _ in range(30):
+    orders = collections.Counter()
+    for _ in range(120):
         reply = exchange(srv.port, wire)
-        orders.add(tuple(rr.address for rrset in reply.answer for rr in rrset))
+        orders[tuple(rr.address for rrset in reply.answer for rr in rrset)] += 1
     assert {ip for order in orders for ip in order} == set(ips)
-    assert len(orders) > 5  # 8 addresses: 40,320 orders; a kept reply would give one
+    if kept:
+        assert len(orders) == 6 and min(orders.values()) >= 5  # each of 6 orders about 20 times
+    else:
+        assert len(orders) > 100
+    assert (metric(http_port(srv), "pydns_udp_kept_replies") > 0) == kept
 
 
 def test_every_kept_reply_is_counted(fake_apis, tmp_path, serve):

@@ -109,7 +109,8 @@ class _Plan:
 
 @register("loadbalance")
 class LoadBalance(Plugin):
-    # A single record has one order: such replies may be kept (pydns.replies); others never.
+    # Replies with one order, or few enough orders to make them all ahead, may be kept
+    # (pydns.replies): a kept reply then draws its order per query as loadbalance would.
     memoizable = True
 
     def __init__(self, server) -> None:
@@ -223,19 +224,24 @@ class LoadBalance(Plugin):
     def balance(self, req: Request, answer: Answer) -> Answer:
         if answer.rcode != NOERROR or answer.an + answer.ns + answer.ar < 2:
             return answer
-        req.memo_until = 0.0  # an order drawn per query
         plan = self._plans.get(id(answer))
         if plan is None or plan.answer is not answer:
             plan = self._plan(req, answer)
-            return plan.fixed if plan.fixed is not None else self._reorder(answer, plan.pieces, _room(req, answer))
+            if plan.fixed is not None:
+                return plan.fixed
+            req.memo_until = 0.0  # an order drawn for this query alone
+            return self._reorder(answer, plan.pieces, _room(req, answer))
         if plan.choices is not None:
+            req.memo_choices = plan.choices  # a kept reply draws from every order alike (pydns.replies)
             return _choice(plan.choices)
         if plan.fixed is not None:
             return plan.fixed
         if plan.small:
             # Seen again, so it is a shared ready answer: make every order once.
             plan.choices = self._every_order(answer, plan.pieces)
+            req.memo_choices = plan.choices
             return _choice(plan.choices)
+        req.memo_until = 0.0  # an order drawn for this query alone
         room = _room(req, answer)
         if room is not None:
             return self._pooled(plan, room)
