@@ -141,13 +141,13 @@ def test_answers_using_the_client_are_made_per_query(serve):
     (' template ANY ANY {\n  additional "{{"\n }', 4, "could not compile template"),
     (' template ANY ANY {\n  authority "{{"\n }', 4, "could not compile template"),
     (' template ANY ANY {\n  answer "{{ notAFunction }}"\n }', 4, 'function "notAFunction" not defined'),
-    (' template ANY ANY {\n  answer "{{ if .Name }}x{{ end }}"\n }', 4, "'if' is not supported"),
-    (' template ANY ANY {\n  answer "{{ $x }}"\n }', 4, "variables are not supported"),
+    (' template ANY ANY {\n  answer "{{ block \\"x\\" . }}{{ end }}"\n }', 4, "'block' is not supported"),
+    (' template ANY ANY {\n  answer "{{ $x }}"\n }', 4, 'undefined variable "$x"'),
     (" template ANY ANY {\n  match (?P<x>\n }", 4, "could not parse regex"),
     (' template ANY ANY invalid {\n  ederror invalid "Blocked"\n }', 4, "extended DNS error code invalid"),
     (" template ANY ANY invalid {\n  ederror too many arguments\n }", 4, "ederror takes a code"),
-    (" template ANY ANY {\n  var a 1\n }", 4, "'var' (CoreDNS's expression language) is not available"),
-    (" template ANY ANY {\n  expr true\n }", 4, "'expr'"),
+    (" template ANY ANY {\n  var a\n }", 4, "'var' needs a NAME and an EXPRESSION"),
+    (" template ANY ANY {\n  expr true +\n }", 4, "could not compile expression"),
 ])
 def test_malformed_templates_are_startup_errors(tmp_path, body, line, message):
     startup_error(tmp_path, body, line, message)
