@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from pydns.wire import class_name, type_name
+
 MAX_ITEMS = 1_000_000  # the most items a range, repeat or flatten may make
 MAX_NODES = 10_000  # as expr's default node limit
 
@@ -112,10 +114,14 @@ def _number(text: str):
     value = text.replace("_", "")
     low = value.lower()
     if low[:2] in ("0x", "0o", "0b"):
-        return int(value, 0)
-    if "." in low or "e" in low:
+        number = int(value, 0)
+    elif "." in low or "e" in low:
         return float(value)
-    return int(value)
+    else:
+        number = int(value)
+    if number >= 1 << 63:
+        raise ExprError("integer literal is too large")
+    return number
 
 
 # ---- parser: nodes are tuples whose first item names their kind
@@ -403,19 +409,28 @@ def _to_int(v):
         value = int(v)
         if -1 << 63 <= value < 1 << 63:
             return value
-    raise ExprError(f"invalid operation: int({v})")
+    raise ExprError(f"invalid operation: int({go_format(v)})")
+
+
+_FLOAT_TEXT = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.I)
 
 
 def _to_float(v):
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if _is_number(v):
         return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v) if re.fullmatch(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?i:inf|infinity|nan)",
-                                            v) else float("x")
-        except ValueError:
-            pass
-    raise ExprError(f"invalid operation: float({v})")
+    if isinstance(v, str) and _FLOAT_TEXT.fullmatch(v):  # what Go's strconv.ParseFloat reads
+        return float(v)
+    raise ExprError(f"invalid operation: float({go_format(v)})")
+
+
+def _round(v):
+    """Half away from zero, as Go's math.Round."""
+    x = float(_numbers([v])[0])
+    return math.copysign(math.floor(abs(x) + 0.5), x)
+
+
+def _mean(items):
+    return sum(_numbers([items])) / len(items) if items else 0.0
 
 
 def _trim(s, chars=None):
@@ -538,7 +553,7 @@ BUILTINS: dict[str, tuple] = {
     "abs": ((ANY,), ANY, lambda v: abs(_numbers([v])[0])),
     "ceil": ((ANY,), FLOAT, lambda v: float(math.ceil(_numbers([v])[0]))),
     "floor": ((ANY,), FLOAT, lambda v: float(math.floor(_numbers([v])[0]))),
-    "round": ((ANY,), FLOAT, lambda v: float(math.floor(abs(_numbers([v])[0]) + 0.5) * (1 if v >= 0 else -1))),
+    "round": ((ANY,), FLOAT, _round),
     "int": ((ANY,), INT, _to_int),
     "float": ((ANY,), FLOAT, _to_float),
     "string": ((ANY,), STRING, lambda v: go_format(v)),
@@ -558,12 +573,12 @@ BUILTINS: dict[str, tuple] = {
     "hasSuffix": ((STRING, STRING), BOOL, str.endswith),
     "max": (None, ANY, lambda *a: max(_numbers(a))),
     "min": (None, ANY, lambda *a: min(_numbers(a))),
-    "mean": ((ANY,), FLOAT, lambda v: sum(_numbers([v])) / len(_numbers([v])) if v else 0.0),
+    "mean": ((ANY,), FLOAT, _mean),
     "median": ((ANY,), FLOAT, lambda v: _median(v) if v else 0.0),
     "toBase64": ((STRING,), STRING, lambda s: base64.b64encode(s.encode()).decode()),
     "fromBase64": ((STRING,), STRING, _from_base64),
-    "first": ((ANY,), ANY, lambda v: v[0] if v else None),
-    "last": ((ANY,), ANY, lambda v: v[-1] if v else None),
+    "first": ((ANY,), ANY, lambda v: v[0] if isinstance(v, list) and v else None),
+    "last": ((ANY,), ANY, lambda v: v[-1] if isinstance(v, list) and v else None),
     "get": ((ANY, ANY), ANY, _get),
     "take": ((ARRAY, INT), ARRAY, _take),
     "keys": ((MAP,), ARRAY, lambda m: list(m)),
@@ -777,13 +792,11 @@ class _Checker:
             yes, no = self.check(node[2], scope, item), self.check(node[3], scope, item)
             return yes if yes == no else ANY
         if kind == "member":
-            container = self.check(node[1], scope, item)
-            self.check(node[2], scope, item)
-            if container not in (ARRAY, MAP, ANY, STRING, NIL) or (container == STRING and node[2][0] == "lit"
-                                                                  and isinstance(node[2][1], str)):
-                raise ExprError(f"type {container} has no field {node[2][1]}" if node[2][0] == "lit"
-                                else f"type {container} does not support indexing")
-            return STRING if container == STRING else ANY
+            container, key = self.check(node[1], scope, item), self.check(node[2], scope, item)
+            if container in (ARRAY, MAP, ANY, NIL) or (container == STRING and key in (INT, ANY)):
+                return ANY
+            raise ExprError(f"type {container} has no field {go_format(node[2][1])}" if node[2][0] == "lit"
+                            else f"type {container} does not support indexing")
         if kind == "slice":
             container = self.check(node[1], scope, item)
             for bound in node[2:]:
@@ -921,8 +934,9 @@ class _Run:
 
     def _pointer(self, node, scope):
         item, index, acc = self.items[-1]
-        return {"": item, "index": index, "acc": acc}.get(node[1]) if node[1] in ("", "index", "acc") \
-            else _member(item, node[1], False)
+        if node[1] in ("", "index", "acc"):
+            return {"": item, "index": index, "acc": acc}[node[1]]
+        return _member(item, node[1], False)
 
     def _array(self, node, scope):
         return [self.eval(n, scope) for n in node[1]]
@@ -1152,8 +1166,6 @@ def _listener(req) -> tuple[str, str]:
 
 def query_functions() -> dict[str, Function]:
     """name(), type(), client_ip(), incidr(), metadata()... as CoreDNS's expressions have them."""
-    from pydns.wire import class_name, type_name  # the wire module is not needed to compile
-
     def remote(ctx) -> tuple:
         return ctx.req.remote or ("", "")
 

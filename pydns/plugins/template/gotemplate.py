@@ -384,9 +384,8 @@ class _Parser:
             commands[-1].append(operand)
         if any(not c for c in commands):
             raise TemplateError("missing value for command")
-        for command in commands:
-            if command[0][0] == "lit" and command[0][1] is None and len(commands) == 1 and len(command) == 1:
-                raise TemplateError("nil is not a command")
+        if any(command[0] == ("lit", None) for command in commands):
+            raise TemplateError("nil is not a command")
         return commands
 
     def operand(self, tokens: list, i: int):
@@ -532,7 +531,7 @@ class _Run:
         value = self.pipe((names, None, commands), dot)
         if isinstance(value, dict):
             pairs = [(k, value[k]) for k in sorted(value, key=str)]
-        elif isinstance(value, (list, tuple, str)) and not isinstance(value, str):
+        elif isinstance(value, (list, tuple)):
             pairs = list(enumerate(value))
         elif isinstance(value, int) and not isinstance(value, bool):
             pairs = [(i, i) for i in range(max(0, min(value, MAX_STEPS + 1)))]
@@ -676,7 +675,7 @@ class Template:
 
     def render(self, data) -> str:
         run = _Run(data)
-        self.nodes and run.walk(self.nodes, data)
+        run.walk(self.nodes, data)
         return "".join(run.out)
 
 
