@@ -138,6 +138,10 @@ CASES = {
                                        '(not (eq .Group.n \\"0\\")) }}small{{ end }}{{ or .Group.none \\"-dflt\\" }}'
                                        '{{ if ge 3 (len .Name) }}never{{ end }}"', head="template IN TXT example."),
                              "2.example.", "TXT", 0, ['2.example. 60 IN TXT "small-dflt"']),
+    "range is bounded": (tmpl('answer "{{ .Name }} 60 IN TXT x{{ range 20000 }}{{ end }}"',
+                              head="template IN TXT example."), "a.example.", "TXT", SERVFAIL, []),
+    "expression work is bounded": (tmpl("var big len(repeat('x', 2000000)) + len(1..2000000)", A1),
+                                   "a.example.", "A", SERVFAIL, []),
     "comparison of unlike types fails": (tmpl(NUM, 'answer "{{ .Name }} 60 IN TXT {{ if eq .Group.n 2 }}y{{ end }}"',
                                               head="template IN TXT example."), "2.example.", "TXT", SERVFAIL, []),
 }
@@ -223,12 +227,15 @@ def test_escaped_names_read_as_coredns_reads_them(serve):
         assert reply.additional[0][0].target.labels[:2] == (b"a.b", b"example")
 
 
-@pytest.mark.parametrize("name", ["a#b.example.", "a(b.example.", "a\\\\b.example.", "a\\032b.example."])
+@pytest.mark.parametrize("name", ["a#b.example.", "a(b.example.", "a\\\\b.example.", "a\\032b.example.",
+                                  "a\\;b.example.", "a\\200b.example."])
 def test_names_with_special_characters_answer_for_themselves(serve, name):
-    srv = serve(corefile(tmpl('answer "{{ .Name }} 60 IN A 10.0.0.1"')))
+    """Owner names keep every octet; in a quoted string .Name's escapes read back as the octets."""
+    srv = serve(corefile(tmpl('answer "{{ .Name }} 60 IN TXT \\"{{ .Name }}\\""', head="template IN TXT example.")))
     qname = dns.name.from_text(name)
-    reply = ask(srv, qname, "A")
+    reply = ask(srv, qname, "TXT")
     assert reply.rcode() == dns.rcode.NOERROR and [r.name for r in reply.answer] == [qname]
+    assert reply.answer[0][0].strings == (b".".join(qname.labels),)
 
 
 SETUP = "template ANY ANY example."

@@ -2,11 +2,11 @@
 
 dnslib's zone parser splits names at every dot and decodes ``\\DDD`` before splitting, so a
 name with an escaped dot (``a\\.b.example.`` is two labels, the first holding a dot), an
-escaped backslash or a ``#`` (a comment to dnslib) comes out wrong.  Query names reach the
-templates escaped (``.Name``), so the records written from them carry such escapes.  Here
-every escape outside quoted strings, and every ``#``, is set aside as a placeholder made
-of characters dnslib keeps as they are, and put back as the octet it stands for once
-dnslib has split the record into its names and fields.
+escaped backslash or a ``#`` (a comment to dnslib) comes out wrong; in quoted strings it
+reads ``\\DDD`` as octal.  Query names reach the templates escaped (``.Name``), so the
+records written from them carry such escapes.  Here every escape, and every ``#`` outside
+quotes, is set aside as a placeholder made of characters dnslib keeps as they are, and put
+back as the octet it stands for once dnslib has split the record into its names and fields.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 from dnslib import RR, DNSLabel
 
 _ESCAPED = re.compile(r'"(?:[^"\\]|\\.)*"|\\[0-9]{3}|\\.|#', re.S)
+_ESCAPE = re.compile(r"\\[0-9]{3}|\\.", re.S)
 _PARENS = re.compile(r'"(?:[^"\\]|\\.)*"|[()]')
 _TILDES = re.compile(r"~+")
 
@@ -30,7 +31,7 @@ def parse_record(text: str, ttl: int = 3600) -> RR:
     def hide(m: re.Match) -> str:
         token = m.group(0)
         if token.startswith('"'):
-            return token
+            return '"' + _ESCAPE.sub(hide, token[1:-1]) + '"'
         octets.append(_octet(token))
         return f"{mark}{len(octets) - 1}{mark}"
 
