@@ -294,3 +294,47 @@ def test_malformed_var_expr_and_templates_are_startup_errors(tmp_path, options, 
 ])
 def test_valid_var_and_expr_start(serve, options):
     assert serve(corefile(tmpl(*options, head=SETUP))).query("a.example").rcode() in (0, SERVFAIL)
+
+
+# The expression language as a Corefile may use it: each value, as a record prints it.
+EXPRESSIONS = [
+    ("1 + 2 * 3", "7"), ("7 / 2", "3.5"), ("2 ** 10", "1024"), ("-7 % 3", "-1"), ("10 / 4 * 2", "5"),
+    ("'a' + 'b'", "ab"), ("1 < 2 < 3", "true"), ("1 == 1.0", "true"), ("'b' in ['a', 'b']", "true"),
+    ("'z' not in ['a']", "true"), ("'abc' matches '^a.c$'", "true"), ("'abc' not matches 'x'", "true"),
+    ("'abc' startsWith 'ab' and 'abc' endsWith 'bc' and 'abc' contains 'b'", "true"),
+    ("not false && !false || false", "true"), ("true ? 'yes' : 'no'", "yes"), ("nil ?? 'dflt'", "dflt"),
+    ("[1, 2, 3][-1]", "3"), ("'abcdef'[1:3]", "bc"), ("[1, 2, 3][:2]", "[1 2]"), ("{a: 1, b: 2}.b", "2"),
+    ("{a: 1}?.b?.c", "<no value>"), ("len('abc') + len([1, 2]) + len({a: 1})", "6"),
+    ("upper('ab') + lower('CD') + trim('  e  ')", "ABcde"), ("replace('a-b-c', '-', '.')", "a.b.c"),
+    ("split('a.b.c', '.')", "[a b c]"), ("join(['a', 'b'], '+')", "a+b"), ("int('42') + int(2.9)", "44"),
+    ("float('1.5') * 2", "3"), ("string(12) + string(true)", "12true"), ("filter(1..6, # % 2 == 0)", "[2 4 6]"),
+    ("map([1, 2], # * 10)", "[10 20]"), ("map([1, 2], {#index})", "[0 1]"),
+    ("all([1, 2], # > 0) && any([1, 2], # > 1) && none([1], # > 5) && one([1, 2], # == 2)", "true"),
+    ("count(1..10, # > 7)", "3"), ("sum([1, 2, 3])", "6"), ("reduce(1..4, #acc * #, 1)", "24"),
+    ("find([1, 5, 9], # > 3)", "5"), ("findIndex(['a', 'b'], # == 'b')", "1"), ("findLast([1, 5, 9], # < 6)", "5"),
+    ("filter([{n: 1}, {n: 2}], .n > 1)[0].n", "2"), ("first([7, 8]) + last([7, 8])", "15"),
+    ("max(3, 9, 4) - min([5, 2])", "7"), ("abs(-3) + ceil(1.2) + floor(1.8) + round(2.5)", "9"),
+    ("indexOf('abc', 'c')", "2"), ("hasPrefix('abc', 'a') && hasSuffix('abc', 'c')", "true"),
+    ("repeat('ab', 3)", "ababab"), ("keys({a: 1})", "[a]"), ("reverse([1, 2, 3])", "[3 2 1]"),
+    ("uniq([1, 1, 2])", "[1 2]"), ("sort([3, 1, 2])", "[1 2 3]"), ("concat([1], [2, 3])", "[1 2 3]"),
+    ("let x = 5; x * x", "25"), ("if 1 > 2 { 'a' } else { 'b' }", "b"), ("[1, 2, 3] | map(# + 1) | sum()", "9"),
+    ("0x10 + 0b11 + 0o7 + 1_000", "1026"), ("1e3 + .5", "1000.5"), ("1e21 * 1", "1e+21"), ("1 / 3", "0.3333333333333333"),
+    ("bitand(12, 10) + bitshl(1, 4)", "24"), ("toBase64('hi')", "aGk="), ("get({a: 1}, 'b') ?? 'none'", "none"),
+    ("nil", "<no value>"), ("incidr('10.1.2.3', '10.0.0.0/8') and not incidr('::1', '10.0.0.0/8')", "true"),
+    ("name() + '|' + type() + '|' + class() + '|' + proto()", "{name}|TXT|IN|{proto}"),
+    ("client_ip() + ' ' + string(bufsize() >= 512) + ' ' + string(do()) + ' ' + string(opcode())", "127.0.0.1 true false 0"),
+]
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_expressions_evaluate_as_expr_lang_does(serve, tcp):
+    blocks = [tmpl(f'var v "{source}"', 'answer "{{ .Name }} 60 IN TXT \\"{{ .Var.v }}\\""',
+                   head=f"template IN TXT e{i}.example.") for i, (source, _) in enumerate(EXPRESSIONS)]
+    srv = serve(corefile("\n".join(blocks)))
+    got, want = {}, {}
+    for i, (source, expected) in enumerate(EXPRESSIONS):
+        name = f"x.e{i}.example."
+        reply = ask(srv, name, "TXT", tcp=tcp)
+        got[source] = b"".join(reply.answer[0][0].strings).decode() if reply.answer else dns.rcode.to_text(reply.rcode())
+        want[source] = expected.format(name=name, proto="tcp" if tcp else "udp")
+    assert got == want

@@ -92,7 +92,8 @@ from dnslib import QTYPE, DNSRecord
 
 from pydns import metrics
 from pydns.corefile import Directive
-from pydns.expr import ANY, RESERVED, STRING, ExprError, Function, Program, compile_expr, metadata_value, query_functions
+from pydns.expr import (ANY, RESERVED, STRING, ExprError, Function, Program, compile_expr, metadata_value,
+                        query_functions)
 from pydns.plugin import DNSError, Plugin, expect_args, register, unknown_option
 from pydns.plugins.rewrite.parse import CLASSES, RCODES
 from pydns.plugins.template.gotemplate import Template, TemplateError, compile_template

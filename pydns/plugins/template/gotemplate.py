@@ -25,7 +25,7 @@ import html
 import re
 import urllib.parse
 
-from pydns.expr import go_float
+from pydns.expr import go_format
 
 MAX_OUTPUT = 65535  # characters one record may render to: more than any record can hold
 MAX_STEPS = 10000  # range iterations in one rendering
@@ -61,21 +61,7 @@ def go_string(value) -> str:
     """How text/template prints a value."""
     if value is None:
         return "<no value>"
-    return _fmt(value)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return go_float(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + " ".join(_fmt(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{_fmt(value[k])}" for k in sorted(value, key=str)) + "]"
-    return str(value)
+    return go_format(value)
 
 
 def truth(value) -> bool:
@@ -114,7 +100,7 @@ def _printf(fmt, *args):
     # Go's verbs for strings and numbers map onto Python's; %v prints like print.
     fmt = re.sub(r"%v", "%s", str(fmt))
     try:
-        return fmt % tuple(_fmt(a) if not isinstance(a, (int, float)) or isinstance(a, bool) else a
+        return fmt % tuple(go_format(a) if not isinstance(a, (int, float)) or isinstance(a, bool) else a
                            for a in args)
     except (TypeError, ValueError) as exc:
         raise TemplateError(f"error calling printf: {exc}") from None
@@ -132,7 +118,7 @@ def _print(*args):
     for i, arg in enumerate(args):
         if i and not isinstance(arg, str) and not isinstance(args[i - 1], str):
             out.append(" ")
-        out.append(_fmt(arg))
+        out.append(go_format(arg))
     return "".join(out)
 
 
@@ -186,7 +172,7 @@ FUNCTIONS = {
     "index": _index,
     "len": lambda v: len(v),
     "print": _print,
-    "println": lambda *a: " ".join(_fmt(v) for v in a) + "\n",
+    "println": lambda *a: " ".join(go_format(v) for v in a) + "\n",
     "printf": _printf,
     "slice": _slice,
     "parseInt": _parse_int,
@@ -538,7 +524,7 @@ class _Run:
         elif value is None:
             pairs = []
         else:
-            raise TemplateError(f"range can't iterate over {_fmt(value)}")
+            raise TemplateError(f"range can't iterate over {go_format(value)}")
         if not pairs:
             self.walk(else_body, dot)
             return
