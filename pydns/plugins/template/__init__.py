@@ -82,6 +82,10 @@ Matches, template failures and invalid records are counted in CoreDNS's
 ``coredns_template_rr_failures_total``.
 """
 
+# Over 400 lines, of which 85 are the plugin's Corefile documentation above (the source of
+# docs/plugins/template.md); the code is the data the records see, setup and the serve path.
+# Go templates are gotemplate/, expressions pydns/expr/, record text zonetext.py.
+
 from __future__ import annotations
 
 import logging
