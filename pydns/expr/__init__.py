@@ -1,8 +1,8 @@
 """The expression language of CoreDNS's ``template`` (``var``, ``expr``) and ``view`` plugins.
 
-CoreDNS evaluates these with expr-lang (https://expr-lang.org).  This module reads the part of
-that language a Corefile uses, checks it when the configuration is read, and evaluates it per
-query, without ever handing text to Python's own ``eval``:
+CoreDNS evaluates these with expr-lang (https://expr-lang.org).  This package reads the part
+of that language a Corefile uses, checks it when the configuration is read, and evaluates it
+per query, without ever handing text to Python's own ``eval``:
 
 * literals (numbers, ``'...'``/``"..."``/`````...````` strings, ``true``/``false``/``nil``,
   arrays ``[...]``, maps ``{k: v}``), names, calls, ``a.b``, ``a?.b``, ``a[i]``, ``a[i:j]``;
@@ -19,6 +19,10 @@ error, an unknown name or function, a wrong number of arguments or operands of m
 types raise ``ExprError``, as ``expr.Compile`` fails.  ``Program.run`` raises ``ExprError``
 for what fails while running (``int('x')``, an index out of range, a host function's error).
 Work is bounded: ranges, ``repeat`` and the like stop at ``MAX_ITEMS``.
+
+The steps are modules: ``parse`` (text to a tree), ``check`` (types), ``run`` (evaluation),
+``builtins`` (expr's functions), ``values`` (types, Go's printing and comparing) and
+``query`` (CoreDNS's functions on the query: ``name()``, ``client_ip()``, ``incidr()``...).
 """
 
 from __future__ import annotations
