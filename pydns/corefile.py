@@ -157,9 +157,7 @@ def lex(text: str, file: str, warnings: list[str] | None = None) -> list[Token]:
             tokens.append(Token(_substitute_env("".join(buf), file, start_line, warnings), file, start_line, True, breaks))
         else:
             start = i
-            while i < n and text[i] not in " \t\r\n":
-                if text[i] == '"' and i > start:
-                    break
+            while i < n and text[i] not in " \t\r\n":  # a quote inside a word is part of it, as in Caddy
                 i += 1
             tokens.append(Token(_substitute_env(text[start:i], file, line, warnings), file, line))
     return tokens

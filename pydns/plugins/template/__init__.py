@@ -4,6 +4,8 @@ Syntax::
 
     template CLASS TYPE [ZONE...] {
         match REGEX...
+        var NAME EXPRESSION
+        expr EXPRESSION
         answer RR
         additional RR
         authority RR
@@ -17,7 +19,32 @@ CLASS (``IN``, ``CH``, ``ANY``...) and TYPE (``A``, ``PTR``, ``ANY``...) select 
 ZONE defaults to the server block's zones.  Several ``template`` lines may be given; a query
 meets them in order.  ``match`` holds regular expressions tried in order against the
 lower-cased, fully qualified query name (default ``.*``); the first that matches wins.
-Named groups are written ``(?P<name>...)`` (Go's ``(?<name>...)`` is read the same).
+Named groups are written ``(?P<name>...)`` (Go's ``(?<name>...)`` is read the same).  A
+name with special characters is matched as miekg/dns writes it: ``a\\.b.example.`` for a
+first label holding a dot (and records written from ``.Name`` own that same name).
+
+``var`` sets NAME to the value of an EXPRESSION, worked out for each query that matched a
+regex; it is ``.Var.NAME`` in the records and NAME in the expressions after it.  ``expr``
+is a condition: the query matches only when every ``expr`` is ``true``; otherwise it is
+treated as matching no regex (``fallthrough`` or SERVFAIL).  Expressions are written in
+CoreDNS's expression language (expr-lang.org, as the *view* plugin's), with the query's
+functions ``name()``, ``type()``, ``class()``, ``proto()``, ``size()``, ``client_ip()``,
+``port()``, ``id()``, ``opcode()``, ``do()``, ``bufsize()``, ``server_ip()``,
+``server_port()`` (the address the listener was bound to, empty when it listens on all),
+``incidr(IP, CIDR)``, ``metadata(LABEL)`` and ``group(NAME or INDEX)`` (a capture group of
+the matching regex, "" when there is none); its operators (arithmetic, comparison,
+``and``/``or``/``not``, ``in``, ``matches``, ``contains``, ``startsWith``, ``endsWith``,
+``?:``, ``??``, ``..``, ``|``, indexing and slicing) and builtins (``len``, ``upper``,
+``lower``, ``trim``, ``split``, ``replace``, ``join``, ``int``, ``float``, ``string``,
+``any``/``all``/``none``/``one``/``filter``/``map``/``count``/``sum``/``find``/``reduce``
+with ``#`` predicates, ``keys``, ``first``...; not its date and JSON functions, nor
+``groupBy`` and ``sortBy``).  Quote an expression that holds ``#``: the Corefile reads
+``#`` as the start of a comment.  An expression that does not parse, names an unknown
+function or variable, or combines values of the wrong types, and a NAME that is not an
+identifier or is already a function, a keyword or an earlier var, is an error at start-up,
+as in CoreDNS.  One that fails on a query (``int('x')``, ``incidr`` of no address) answers
+SERVFAIL, without fallthrough, as in CoreDNS; pydns counts it in
+``pydns_template_expression_failures_total`` and logs it once per expression.
 
 ``answer``, ``additional`` and ``authority`` each take one or more zone-file records
 (``"{{ .Name }} 60 IN A 10.0.0.1"``; TTL 3600 and class IN when left out) written in Go's
@@ -27,11 +54,16 @@ matched zone), ``.Class``, ``.Type``, ``.Regex`` (the regex that matched), ``.Ma
 groups by name and by number: ``.Group.a``, ``index .Group "1"``), ``.Question``
 (``.Question.Name``, ``.Qtype``, ``.Qclass``), ``.Message`` (``.Message.Id``), ``.Remote``
 (the client's address) and ``.Meta "LABEL"`` (a metadata label, with the *metadata*
-plugin), and the functions ``parseInt S BASE BITS``, ``index``, ``len``, ``print``,
-``printf``, ``println`` and ``slice``.  A template that does not compile, or uses another
-function or construct (``if``, ``range``, ``$variables``), is an error at start-up; a field
-that does not exist fails when a query executes it (SERVFAIL, logged by *errors*), as in
-CoreDNS.
+plugin), ``.Var`` (the vars).  Go's control flow works as text/template defines it:
+``{{ if }}``/``{{ else if }}``/``{{ else }}``/``{{ end }}``, ``{{ with }}``, ``{{ range }}``
+(``$i, $v :=``, ``break``, ``continue``), ``$variables`` (``$x := ...``, ``$`` the data),
+``{{-``/``-}}`` trimming and ``{{/* comments */}}``, with the functions ``and``, ``or``,
+``not``, ``eq``, ``ne``, ``lt``, ``le``, ``gt``, ``ge``, ``parseInt S BASE BITS``,
+``index``, ``len``, ``slice``, ``print``, ``printf``, ``println``, ``html`` and
+``urlquery``.  A template that does not compile, or uses another function or ``define``,
+``template``, ``block``, ``call`` or ``js``, is an error at start-up; a field that does not
+exist, or a comparison of unlike types, fails when a query executes it (SERVFAIL, logged by
+*errors*), as in CoreDNS.
 
 ``rcode`` sets the answer's rcode (default NOERROR; ``SERVFAIL`` answers SERVFAIL at once).
 An ``answer`` that is a CNAME, for an A or AAAA query, is followed through the server's own
@@ -41,36 +73,49 @@ hands it to the next template, then to the next plugin.  ``upstream`` is accepte
 effect (CNAME targets are always followed).  ``ederror`` adds an extended DNS error (RFC
 8914: EXTENDED_ERROR_CODE 0-65535 and EXTRA_REASON as its text) to every reply the template
 writes, whatever its rcode, for clients that sent an EDNS0 OPT record; ``rcode SERVFAIL``
-writes no reply of its own, so it carries none.  CoreDNS's ``var`` and
-``expr`` (its expression language) are not available and are reported at start-up.
+writes no reply of its own, so it carries none.
 
-Answers that depend only on the question are kept (bounded) and spliced per query.
+Answers that depend only on the question are kept (bounded) and spliced per query; those
+that read the client, the message or metadata (``.Remote``, ``.Question``, ``.Message``,
+``.Meta``, and vars or exprs using ``client_ip()``, ``metadata()``, ``do()``...) are made
+for each query, as are the answers of templates after such an ``expr``.
 Matches, template failures and invalid records are counted in CoreDNS's
 ``coredns_template_matches_total``, ``coredns_template_template_failures_total`` and
 ``coredns_template_rr_failures_total``.
 """
 
+# Over 400 lines, of which 85 are the plugin's Corefile documentation above (the source of
+# docs/plugins/template.md); the code is the data the records see, setup and the serve path.
+# Go templates are gotemplate/, expressions pydns/expr/, record text zonetext.py.
+
 from __future__ import annotations
 
+import logging
 import re
+from typing import NamedTuple
 
-from dnslib import QTYPE, RR, DNSRecord
+from dnslib import QTYPE, DNSRecord
 
 from pydns import metrics
 from pydns.corefile import Directive
+from pydns.expr import (ANY, RESERVED, STRING, ExprError, Function, Program, compile_expr, metadata_value,
+                        query_functions)
 from pydns.plugin import DNSError, Plugin, expect_args, register, unknown_option
 from pydns.plugins.rewrite.parse import CLASSES, RCODES
 from pydns.plugins.template.gotemplate import Template, TemplateError, compile_template
+from pydns.plugins.template.zonetext import parse_record
 from pydns.wire import (SERVFAIL, Answer, Request, class_name, extended_error, label_from_wire, status, type_name,
                         with_options)
 from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
+
+log = logging.getLogger("pydns.template")
 
 MAX_REGEX = 10000
 _CACHE_MAX = 10000
 TYPE_A, TYPE_CNAME, TYPE_AAAA, TYPE_ANY = 1, 5, 28, 255
 CLASS_ANY = 255
 # Data that differs between two queries with the same question: answers using it are not kept.
-PER_QUERY = {"Question", "Message", "Remote", "Meta"}
+PER_QUERY = {"Question", "Message", "Remote", "Meta", "*"}  # "*": the whole data (``{{ print . }}``)
 # Go's named-group spelling (?<name>...) is Python's (?P<name>...); look-behinds are not RE2.
 _LABELS = ["server", "zone", "view", "class", "type"]
 COUNTS = metrics.plain_counters("template", {
@@ -78,9 +123,34 @@ COUNTS = metrics.plain_counters("template", {
     "coredns_template_template_failures_total": ("Counter of go template failures.",
                                                  _LABELS + ["section", "template"]),
     "coredns_template_rr_failures_total": ("Counter of mis-templated RRs.", _LABELS + ["section", "template"]),
+    "pydns_template_expression_failures_total": (
+        "Queries answered SERVFAIL because a var or expr expression failed while running.", _LABELS),
 })
 _GO_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
-_PARENS = re.compile(r'"(?:[^"\\]|\\.)*"|[()]')
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class ExprContext(NamedTuple):
+    """What the functions of a var or expr read: the query, and the groups its regex matched."""
+
+    req: Request
+    groups: dict
+
+
+def _group(ctx: ExprContext, name) -> str:
+    """group('name') or group(1): a capture group of the matching regex, "" when there is none."""
+    if isinstance(name, bool) or not isinstance(name, (int, str)):
+        return ""
+    return ctx.groups.get(str(name), "")
+
+
+FUNCTIONS = {**query_functions(), "group": Function(_group, (ANY,), STRING)}
+
+
+class VarMap(dict):
+    """``.Var``: a name that was not set reads as Go's nil interface (``<no value>``)."""
+
+    zero = None
 
 
 class QuestionView:
@@ -116,7 +186,7 @@ class TemplateData:
         for name, index in regex.groupindex.items():
             self.Group[name] = groups[index]
         self.Remote = (req.remote or ("",))[0]
-        self.Var: dict = {}
+        self.Var = VarMap()
         self._req = req
 
     @property
@@ -128,9 +198,7 @@ class TemplateData:
         return MessageView(self._req)
 
     def Meta(self, label: str) -> str:
-        values = getattr(self._req, "metadata", None) or {}
-        value = values.get(str(label), "")
-        return str(value() if callable(value) else value)
+        return metadata_value(self._req, label)
 
 
 class Entry:
@@ -143,7 +211,11 @@ class Entry:
         self.rcode = 0
         self.ederror = b""  # the extended DNS error option its replies carry, if any
         self.fall: dict[bytes, str] | None = None
-        self.per_query = False
+        self.vars: list[tuple[str, Program]] = []
+        self.exprs: list[Program] = []
+        self.var_types: dict[str, str] = {}  # what the expressions after a var know of it
+        self.per_query = False  # do its answers depend on more than the question?
+        self.per_query_match = False  # does whether it matches?
 
     def falls_through(self, key: bytes) -> bool:
         return self.fall is not None and wire_lookup(key, self.fall) is not None
@@ -158,6 +230,7 @@ class TemplatePlugin(Plugin):
         self.entries: list[Entry] = []
         self.zones: dict[bytes, str] = {}  # every template's zones, by wire form
         self._kept: dict[tuple, tuple] = {}  # question -> (answer, its labels of matches_total)
+        self._failed: set[Program] = set()  # expressions whose failure has been logged
 
     def setup(self, d: Directive) -> None:
         args = expect_args(d, 2)
@@ -218,10 +291,29 @@ class TemplatePlugin(Plugin):
             entry.fall = zones_by_wire(normalize_zones(opt.args, ["."]))
         elif name == "upstream":
             pass
-        elif name in ("var", "expr"):
-            raise opt.error(f"plugin/template: '{name}' (CoreDNS's expression language) is not available in pydns")
+        elif name == "var":
+            self._var(entry, opt, values)
+        elif name == "expr":
+            if not values:
+                raise opt.error("plugin/template: 'expr' needs an expression")
+            program = _compile(opt, entry, " ".join(values))
+            entry.per_query_match = entry.per_query_match or program.per_query
+            entry.exprs.append(program)
         else:
             raise unknown_option(d, opt)
+
+    def _var(self, entry: Entry, opt: Directive, values: list[str]) -> None:
+        if len(values) < 2:
+            raise opt.error("plugin/template: 'var' needs a NAME and an EXPRESSION")
+        name = values[0]
+        if not _VAR_NAME.match(name):
+            raise opt.error(f'plugin/template: invalid variable name "{name}"', opt.args[0])
+        if name in FUNCTIONS or name in RESERVED or name in entry.var_types:
+            raise opt.error(f'plugin/template: variable name "{name}" is reserved', opt.args[0])
+        program = _compile(opt, entry, " ".join(values[1:]))
+        entry.var_types[name] = program.result
+        entry.per_query_match = entry.per_query_match or program.per_query
+        entry.vars.append((name, program))
 
     # ---- per query
     def serve(self, req: Request):
@@ -233,8 +325,13 @@ class TemplatePlugin(Plugin):
         if wire_lookup(req.key, self.zones) is None:
             return self.next.serve(req)
         name = req.lname
+        keep = True  # does the answer depend only on the question (then it is kept)?
         for entry in self.entries:
-            data = self._match(entry, req, name)
+            keep = keep and not (entry.per_query_match and _selects(entry, req))
+            try:
+                data = self._match(entry, req, name)
+            except ExprError:  # counted and logged: as CoreDNS, SERVFAIL without fallthrough
+                return status(SERVFAIL)
             if data is None:
                 if entry.falls_through(req.key) or not _selects(entry, req):
                     continue
@@ -243,7 +340,7 @@ class TemplatePlugin(Plugin):
             COUNTS.bump(("coredns_template_matches_total", req.server.label, *labels))
             if entry.rcode == SERVFAIL:
                 raise DNSError(SERVFAIL, f"plugin/template: {name} answers SERVFAIL as configured")
-            return self._answer(req, entry, data, labels)
+            return self._answer(req, entry, data, labels, keep and not entry.per_query)
         return self.next.serve(req)
 
     def _match(self, entry: Entry, req: Request, name: str) -> TemplateData | None:
@@ -256,10 +353,33 @@ class TemplatePlugin(Plugin):
             zone = wire_lookup(req.key, entry.zones)
             qclass = class_name(req.qclass if req.qclass != CLASS_ANY else entry.qclass)
             qtype = type_name(req.qtype if req.qtype != TYPE_ANY else entry.qtype)
-            return TemplateData(req, zone, regex, m, qclass, qtype)
+            data = TemplateData(req, zone, regex, m, qclass, qtype)
+            # the first regex that matches decides: its vars and exprs say whether the entry does
+            return data if self._evaluate(entry, req, data) else None
         return None
 
-    def _answer(self, req: Request, entry: Entry, data: TemplateData, labels: tuple):
+    def _evaluate(self, entry: Entry, req: Request, data: TemplateData) -> bool:
+        """Set the entry's vars (in ``data.Var``), then are all its exprs true?"""
+        context = ExprContext(req, data.Group)
+        program = None
+        try:
+            for name, program in entry.vars:
+                data.Var[name] = program.run(context, data.Var)
+            for program in entry.exprs:
+                if program.run(context, data.Var) is not True:
+                    return False
+        except ExprError as exc:
+            COUNTS.bump(("pydns_template_expression_failures_total", req.server.label, data.Zone, "",
+                         data.Class, data.Type))
+            if program not in self._failed:
+                self._failed.add(program)
+                log.warning("%s: plugin/template: expression %r failed for %s: %s (answered SERVFAIL; counted in "
+                            "pydns_template_expression_failures_total, logged once)", program.where,
+                            program.source, data.Name, exc)
+            raise
+        return True
+
+    def _answer(self, req: Request, entry: Entry, data: TemplateData, labels: tuple, keep: bool):
         sections = {}
         for section, templates in entry.sections.items():
             records = []
@@ -271,19 +391,16 @@ class TemplatePlugin(Plugin):
                     COUNTS.bump(("coredns_template_template_failures_total", *failed))
                     raise DNSError(SERVFAIL, f"plugin/template: {section} template failed: {exc}") from None
                 try:
-                    parsed = RR.fromZone(_unparenthesize(text), ttl=3600)
-                    if len(parsed) != 1:
-                        raise ValueError(f"{text!r} is not one resource record")
+                    records.append(parse_record(text))
                 except Exception as exc:  # dnslib's zone parser raises several kinds
                     COUNTS.bump(("coredns_template_rr_failures_total", *failed))
                     raise DNSError(SERVFAIL, f"plugin/template: {section} record is invalid: {exc}") from None
-                records += parsed
             sections[section] = records
         cnames = [rr for rr in sections["answer"] if rr.rtype == TYPE_CNAME]
         if cnames and req.qtype in (TYPE_A, TYPE_AAAA):
             return self._follow(req, entry, sections, cnames)
         answer = self._build(req, entry, sections)
-        if not entry.per_query:
+        if keep:
             if len(self._kept) >= _CACHE_MAX:
                 self._kept.clear()
             self._kept[(req.key, req.qtype, req.qclass)] = (answer, labels)
@@ -302,9 +419,14 @@ class TemplatePlugin(Plugin):
         return with_options(answer, entry.ederror) if entry.ederror else answer
 
 
-def _unparenthesize(text: str) -> str:
-    """The record on one line: zone-file parentheses outside quotes become spaces (dnslib wants it so)."""
-    return _PARENS.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
+def _compile(opt: Directive, entry: Entry, source: str) -> Program:
+    """A var's or expr's expression, checked against the functions and the vars set before it."""
+    try:
+        program = compile_expr(source, FUNCTIONS, entry.var_types)
+    except ExprError as exc:
+        raise opt.error(f"plugin/template: could not compile expression: {source}, {exc}") from None
+    program.where = f"{opt.file}:{opt.line}"
+    return program
 
 
 def _selects(entry: Entry, req: Request) -> bool:
