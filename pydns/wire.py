@@ -19,6 +19,7 @@ import struct
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
+from pydns.edns import extended_errors
 from pydns.parser import Parser, WireError, labels_of, presentation
 
 _HEADER = struct.Struct("!HHHHHH")
@@ -29,9 +30,6 @@ _OPT_FIXED = struct.Struct("!HHBBHH")  # type, class=udp size, ext rcode, versio
 QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 OPCODE_MASK = 0x7800
 TYPE_OPT = 41
-EDNS_NSID = 3  # EDNS0 option codes: RFC 5001
-EDNS_EDE = 15  # RFC 8914, Extended DNS Errors
-EDE_BLOCKED, EDE_FILTERED = 15, 17  # its INFO-CODEs (RFC 8914 section 4)
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16
@@ -374,7 +372,7 @@ class Answer:
             p.skip(rdlen)
             if rtype == TYPE_OPT:
                 ext_rcode = rttl >> 24
-                errors = _extended_errors(msg[p.current - rdlen : p.current])
+                errors = extended_errors(msg[p.current - rdlen : p.current])
                 continue
             if index >= an + ns:
                 ar_kept += 1
@@ -406,43 +404,6 @@ def _fitting_prefix(question: bytes, body: bytes, total: int, room: int) -> tupl
     return kept, end
 
 
-# ---- EDNS0 options in replies
-def edns_option(code: int, data: bytes) -> bytes:
-    """One EDNS0 option as it sits in an OPT record's rdata: code, length, data."""
-    return _HH.pack(code, len(data)) + data
-
-
-def extended_error(code: int, text: str = "") -> bytes:
-    """The Extended DNS Error option (RFC 8914): INFO-CODE and UTF-8 EXTRA-TEXT.  Raises
-    ValueError for a text longer than an option holds."""
-    data = _H.pack(code) + text.encode()
-    if len(data) > 0xFFFF:
-        raise ValueError(f"extended DNS error text of {len(data) - 2} bytes: at most {0xFFFF - 2}")
-    return edns_option(EDNS_EDE, data)
-
-
-def with_options(answer: Answer, *options: bytes) -> Answer:
-    """``answer`` (its records, flags and rcode) with ``options`` added to its replies' OPT
-    record, after any it carries already (slow path: made once per answer, then kept)."""
-    out = answer.with_body(answer.body)
-    out.options = answer.options + b"".join(options)
-    return out
-
-
-def _extended_errors(rdata: bytes) -> bytes:
-    """The extended DNS error options among an OPT record's options, as they are packed."""
-    kept = []
-    at = 0
-    while at + 4 <= len(rdata):
-        code, length = _HH.unpack_from(rdata, at)
-        if at + 4 + length > len(rdata):
-            break  # an option running past its record: not passed on
-        if code == EDNS_EDE:
-            kept.append(rdata[at : at + 4 + length])
-        at += 4 + length
-    return b"".join(kept)
-
-
 _STATUS_CACHE: dict[int, Answer] = {}
 
 
@@ -467,6 +428,5 @@ def rcode_of(answer: Answer) -> str:
 
 __all__ = [
     "Answer", "Request", "MalformedQuery", "status", "badvers", "type_name", "class_name",
-    "edns_option", "extended_error", "with_options",
     "OPCODE", "QTYPE", "RR",
 ]

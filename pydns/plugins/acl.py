@@ -29,8 +29,9 @@ from dnslib import QTYPE
 
 from pydns import metrics
 from pydns.corefile import Directive
+from pydns.edns import EDE_BLOCKED, EDE_FILTERED, extended_error, with_options
 from pydns.plugin import NoReply, Plugin, register
-from pydns.wire import EDE_BLOCKED, EDE_FILTERED, NOERROR, REFUSED, Answer, Request, extended_error, with_options
+from pydns.wire import NOERROR, REFUSED, Answer, Request
 from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 ACTIONS = ("allow", "block", "filter", "drop")

@@ -17,9 +17,10 @@ import socket
 import struct
 
 from pydns.corefile import Directive
+from pydns.edns import EDNS_NSID, edns_option, with_options
 from pydns.plugin import PerAnswer, Plugin, register, then
 from pydns.plugins.bufsize import opt_class_offset
-from pydns.wire import EDNS_NSID, Answer, Request, edns_option, with_options
+from pydns.wire import Answer, Request
 
 _OPTION = struct.Struct("!HH")
 

@@ -9,7 +9,7 @@ import struct
 from pydns.plugins.rewrite.rules import Rule, State
 from pydns.wire import Request
 
-EDNS_NSID, EDNS_SUBNET = 3, 8
+EDNS_SUBNET = 8  # RFC 7871, Client Subnet
 VARIABLES = ("{qname}", "{qtype}", "{client_ip}", "{client_port}", "{protocol}", "{server_ip}", "{server_port}")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pydns.edns import EDNS_NSID
 from pydns.plugins.metadata import is_label
-from pydns.plugins.rewrite.edns import EDNS_NSID, EDNS_SUBNET, VARIABLES, EdnsRule, EdnsSubnetRule, EdnsVariableRule
+from pydns.plugins.rewrite.edns import EDNS_SUBNET, VARIABLES, EdnsRule, EdnsSubnetRule, EdnsVariableRule
 from pydns.plugins.rewrite.names import (MATCH_KINDS, MAX_REGEX, RegexRewriter, RuleError, compile_regex, normalize,
                                              qtype_code)
 from pydns.plugins.rewrite.rules import (CnameResponse, CnameRule, MatchRule, NameResponse, NameRule,

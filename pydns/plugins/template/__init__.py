@@ -98,14 +98,14 @@ from dnslib import QTYPE, DNSRecord
 
 from pydns import metrics
 from pydns.corefile import Directive
+from pydns.edns import extended_error, with_options
 from pydns.expr import (ANY, RESERVED, STRING, ExprError, Function, Program, compile_expr, metadata_value,
                         query_functions)
 from pydns.plugin import DNSError, Plugin, expect_args, register, unknown_option
 from pydns.plugins.rewrite.parse import CLASSES, RCODES
 from pydns.plugins.template.gotemplate import Template, TemplateError, compile_template
 from pydns.plugins.template.zonetext import parse_record
-from pydns.wire import (SERVFAIL, Answer, Request, class_name, extended_error, label_from_wire, status, type_name,
-                        with_options)
+from pydns.wire import SERVFAIL, Answer, Request, class_name, label_from_wire, status, type_name
 from pydns.zones import normalize_zones, wire_lookup, zones_by_wire
 
 log = logging.getLogger("pydns.template")
