@@ -78,9 +78,10 @@ class ServerConfig:
     def http(self, addr: str, default_port: int) -> HttpListener:
         return self.instance.http_listener(addr, default_port)
 
-    async def lookup(self, name: str, qtype: int, trace=None):
-        """Resolve ``name`` through this server's own chain (ExternalName targets, CNAMEs);
-        ``trace`` is the asking query's (``pydns explain``), which this lookup adds to.
+    async def lookup(self, name, qtype: int, trace=None):
+        """Resolve ``name`` (text, or a dnslib label: a label may hold any octet, a dot too)
+        through this server's own chain (ExternalName targets, CNAMEs); ``trace`` is the
+        asking query's (``pydns explain``), which this lookup adds to.
 
         None when there is no block for it, or when lookups already nest LOOKUP_DEPTH_MAX
         deep for this query (a CNAME whose target's answer starts another lookup, and so on).
@@ -95,7 +96,7 @@ class ServerConfig:
         finally:
             _LOOKUP_DEPTH.reset(token)
 
-    async def _lookup(self, name: str, qtype: int, trace):
+    async def _lookup(self, name, qtype: int, trace):
         from dnslib import EDNS0, DNSRecord
 
         query = DNSRecord.question(name, _qtype_name(qtype))

@@ -227,6 +227,19 @@ def test_escaped_names_read_as_coredns_reads_them(serve):
         assert reply.additional[0][0].target.labels[:2] == (b"a.b", b"example")
 
 
+def test_a_cname_to_a_name_with_an_escaped_dot_is_followed_to_that_name(serve):
+    """The CNAME's target a\\.b.example. is one label holding a dot followed by example.: the
+    lookup asks for exactly that name, which the second template answers."""
+    srv = serve(corefile(tmpl("match ^x[.]example[.]$", 'answer "{{ .Name }} 60 IN CNAME a\\.b.example."',
+                              "fallthrough") + "\n"
+                         + tmpl("match ^a\\\\\\.b[.]example[.]$", 'answer "{{ .Name }} 60 IN A 10.0.0.7"')))
+    reply = ask(srv, "x.example.", "A")
+    assert reply.rcode() == dns.rcode.NOERROR
+    cname, address = reply.answer
+    assert cname[0].target.labels[:2] == (b"a.b", b"example")
+    assert address.name.labels[:2] == (b"a.b", b"example") and address[0].address == "10.0.0.7"
+
+
 @pytest.mark.parametrize("name", ["a#b.example.", "a(b.example.", "a\\\\b.example.", "a\\032b.example.",
                                   "a\\;b.example.", "a\\200b.example."])
 def test_names_with_special_characters_answer_for_themselves(serve, name):

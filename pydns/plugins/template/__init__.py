@@ -408,7 +408,7 @@ class TemplatePlugin(Plugin):
 
     async def _follow(self, req: Request, entry: Entry, sections: dict, cnames: list) -> Answer:
         for rr in cnames:
-            found = await self.server.lookup(str(rr.rdata.label), req.qtype)
+            found = await self.server.lookup(rr.rdata.label, req.qtype)  # a label keeps escaped dots
             if found is not None:
                 sections["answer"] += found.rr
         return self._build(req, entry, sections)
