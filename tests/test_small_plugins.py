@@ -207,6 +207,28 @@ def test_metadata_labels_of_kubernetes_names(serve, tmp_path, name, text):
     assert lines(reply.answer) == [f'{name}. 0 IN TXT "{text}"']
 
 
+ZONE_LABELS = ("cluster", "endpoint", "port-name", "protocol", "zone", "parse-error")
+
+
+@pytest.mark.parametrize("name,values", [
+    ("ep-1.c1.web.prod.svc.clusterset.local", ("c1", "ep-1", "", "", "", "")),
+    ("_http._tcp.web.prod.svc.clusterset.local", ("", "", "http", "tcp", "", "")),
+    ("eu-1a.pin._zone.web.prod.svc.cluster.local", ("", "", "", "", "eu-1a", "")),
+    ("a.b.prefer._zone.web.prod.svc.cluster.local", ("", "", "", "", "a.b", "")),
+    ("ep-1.c1.web.prod.svc.cluster.local", ("", "", "ep-1", "c1", "", "")),  # not multicluster: port and protocol
+    ("eu.pin._zone.web.prod.svc.clusterset.local", ("", "", "", "", "", "invalid request")),
+    ("eu.nearest._zone.web.prod.svc.cluster.local", ("", "", "", "", "", "invalid request")),
+])
+def test_metadata_cluster_and_zone_labels(serve, tmp_path, name, values):
+    """kubernetes/cluster in multicluster zones, kubernetes/zone with zonal, as CoreDNS parses names."""
+    (tmp_path / "cluster.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n")
+    fields = "/".join(f'{{{{ .Meta \\"kubernetes/{label}\\" }}}}' for label in ZONE_LABELS)
+    meta = f'template IN TXT cluster.local clusterset.local {{\n  answer "{{{{ .Name }}}} 0 IN TXT \\"{fields}\\""\n }}'
+    srv = serve(corefile(f" metadata\n {meta}\n kubernetes cluster.local clusterset.local {{\n"
+                         f"  manifests {tmp_path / 'cluster.yaml'}\n  zonal\n  multicluster clusterset.local\n }}"))
+    assert lines(ask(srv, name, "TXT").answer) == [f'{name}. 0 IN TXT "{"/".join(values)}"']
+
+
 def test_without_metadata_labels_read_empty(serve, tmp_path):
     (tmp_path / "cluster.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n")
     srv = serve(corefile(f" {META}\n kubernetes cluster.local {{\n  manifests {tmp_path / 'cluster.yaml'}\n }}"))

@@ -12,7 +12,9 @@ value reads as empty.
 From the *kubernetes* plugin of the same block, for names in its zones (as CoreDNS parses
 them): ``kubernetes/kind`` (``svc`` or ``pod``), ``kubernetes/namespace``,
 ``kubernetes/service``, ``kubernetes/endpoint``, ``kubernetes/port-name``,
-``kubernetes/protocol``, or ``kubernetes/parse-error`` for a name that is not a cluster name.
+``kubernetes/protocol``, ``kubernetes/cluster`` (in *multicluster* zones) and
+``kubernetes/zone`` (with *zonal*: the topology zone of a zone-scoped name), or
+``kubernetes/parse-error`` for a name that is not a cluster name.
 
 From the client's address, for any query, with ``pods verified`` (the pods are watched) and
 once the pods are synced: ``kubernetes/client-namespace`` and ``kubernetes/client-pod-name``
@@ -48,8 +50,9 @@ def is_label(name: str) -> bool:
     return 0 < slash < len(name) - 1
 
 
-def kubernetes_labels(name: str, zone: str) -> dict[str, str]:
-    """The labels CoreDNS's kubernetes plugin derives from a query name in its zone."""
+def kubernetes_labels(name: str, zone: str, multicluster: bool = False, zonal: bool = False) -> dict[str, str]:
+    """The labels CoreDNS's kubernetes plugin derives from a query name in its zone;
+    ``multicluster``: the zone is one of its multicluster zones; ``zonal``: the option is on."""
     base = name[: len(name) - len(zone)].rstrip(".") if zone != "." else name.rstrip(".")
     if base in ("", "svc", "pod"):
         return {}
@@ -59,6 +62,10 @@ def kubernetes_labels(name: str, zone: str) -> dict[str, str]:
         return {"kubernetes/parse-error": "invalid request"}
     out = {"kubernetes/kind": kind, "kubernetes/namespace": "", "kubernetes/service": "",
            "kubernetes/endpoint": "", "kubernetes/port-name": "", "kubernetes/protocol": ""}
+    if multicluster:
+        out["kubernetes/cluster"] = ""
+    if zonal:
+        out["kubernetes/zone"] = ""
     if segs:
         out["kubernetes/namespace"] = segs.pop()
     if segs:
@@ -66,10 +73,15 @@ def kubernetes_labels(name: str, zone: str) -> dict[str, str]:
     if len(segs) == 1:
         out["kubernetes/endpoint"] = segs[0]
     elif len(segs) == 2:
-        out["kubernetes/port-name"] = segs[0].removeprefix("_")
-        out["kubernetes/protocol"] = segs[1].removeprefix("_")
-    elif segs:
-        return {"kubernetes/parse-error": "invalid request"}
+        if not multicluster or segs[0].startswith("_") or segs[1].startswith("_"):
+            out["kubernetes/port-name"] = segs[0].removeprefix("_")
+            out["kubernetes/protocol"] = segs[1].removeprefix("_")
+        else:  # endpoint.cluster.service.namespace.svc.ZONE
+            out["kubernetes/endpoint"], out["kubernetes/cluster"] = segs
+    elif segs:  # TOPOLOGY-ZONE.pin|prefer._zone.service.namespace.svc.ZONE (the zone may hold dots)
+        if not zonal or multicluster or segs[-1] != "_zone" or kind != "svc" or segs[-2] not in ("pin", "prefer"):
+            return {"kubernetes/parse-error": "invalid request"}
+        out["kubernetes/zone"] = ".".join(segs[:-2])
     return out
 
 
@@ -79,6 +91,7 @@ class Metadata(Plugin):
         super().__init__(server)
         self.zones: dict[bytes, str] = {}
         self._kubernetes_zones: dict[bytes, str] | None = None
+        self._multicluster_zones: dict[bytes, str] = {}
 
     def setup(self, d: Directive) -> None:
         if d.block:
@@ -101,7 +114,9 @@ class Metadata(Plugin):
                     labels[CLIENT_LABEL + key] = value
             if self._kubernetes_zones is None:  # set up after this plugin: looked up on first use
                 self._kubernetes_zones = zones_by_wire(kubernetes.options.zones)
+                self._multicluster_zones = zones_by_wire(kubernetes.options.multicluster)
             zone = wire_lookup(req.key, self._kubernetes_zones)
             if zone is not None:
-                labels.update(kubernetes_labels(req.lname, zone))
+                labels.update(kubernetes_labels(req.lname, zone, wire_lookup(req.key, self._multicluster_zones) is not None,
+                                                kubernetes.options.zonal))
         return labels
