@@ -155,3 +155,14 @@ def test_explain_names_acl_for_what_it_refused_or_dropped(serve):
 ])
 def test_malformed_policies_are_startup_errors(tmp_path, body, line, message):
     startup_error(tmp_path, body, line, message)
+
+
+@pytest.mark.parametrize("tcp", [False, True])
+def test_a_dropped_query_is_logged_without_a_reply(serve, caplog, tcp):
+    """As CoreDNS logs a query nothing answered: rcode and flags "-", a reply of 0 bytes, class error."""
+    srv = serve(corefile(' log . "{type} {name} {rcode} {>rflags} {rsize}" {\n  class error\n }\n'
+                         " acl {\n  drop type A\n }\n whoami"))
+    caplog.set_level("INFO", logger="querylog")
+    assert outcome(srv, "x.org", "A", tcp=tcp) == DROPPED
+    assert outcome(srv, "x.org", "MX", tcp=tcp) == ALLOWED  # a success: not of class error
+    assert [r.getMessage() for r in caplog.records if r.name == "querylog"] == ["A x.org. - - 0"]

@@ -12,7 +12,9 @@ placeholders (``{remote}``, ``{port}``, ``{>id}``, ``{type}``, ``{class}``, ``{n
 ``{rsize}``, ``{duration}``, ``{>opcode}``, ``{local}``: the address the query was sent
 to, ``{/LABEL}``: a *metadata* label such as ``{/kubernetes/client-namespace}``, ``-`` when
 the query has none), or the shortcuts ``{common}`` and ``{combined}``.  CLASSES: ``success``, ``denial``,
-``error``, ``all`` (default).
+``error``, ``all`` (default).  A query that gets no reply at all (*acl*'s ``drop``) is
+logged as CoreDNS logs it: ``{rcode}`` and ``{>rflags}`` are ``-``, ``{rsize}`` is 0, and
+its class is ``error``.
 
 ``{name}`` is printed as miekg/dns prints names: special characters escaped with a
 backslash (``\\.``, ``\\ ``) and other octets outside printable ASCII as ``\\DDD``
@@ -26,7 +28,7 @@ import re
 import time
 
 from pydns.corefile import Directive
-from pydns.plugin import Plugin, expect_args, register, then, unknown_option
+from pydns.plugin import NoReply, Plugin, expect_args, register, unknown_option
 from pydns.wire import (AA, AD, CD, NOERROR, NXDOMAIN, QR, RA, RD, TC, Answer, Request, class_name, rcode_of,
                         type_name)
 from pydns.zones import fqdn, in_wire_zones, to_wire
@@ -41,7 +43,9 @@ _OPCODES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE"}
 querylog = logging.getLogger("querylog")
 
 
-def classify(answer: Answer) -> str:
+def classify(answer: Answer | None) -> str:
+    if answer is None:  # no reply at all: an error, as CoreDNS classifies a missing response
+        return "error"
     if answer.rcode == NOERROR:
         return "success" if answer.an else "denial"
     if answer.rcode == NXDOMAIN:
@@ -95,26 +99,39 @@ class Log(Plugin):
 
     def serve(self, req: Request):
         start = time.perf_counter()
-        return then(self.next.serve(req), lambda answer: self._log(req, answer, start))
+        result = self.next.serve(req)
+        if result.__class__ is Answer:
+            return self._log(req, result, start)
+        return self._later(req, result, start)
 
-    def _log(self, req: Request, answer: Answer, start: float) -> Answer:
+    async def _later(self, req: Request, result, start: float) -> Answer:
+        try:
+            answer = await result
+        except NoReply:  # acl's drop: logged as CoreDNS logs a query nothing answered
+            self._log(req, None, start)
+            raise
+        return self._log(req, answer, start)
+
+    def _log(self, req: Request, answer: Answer | None, start: float) -> Answer | None:
         for rule in self.rules:
             if not in_wire_zones(req.key, rule.zones):
                 continue
             if "all" not in rule.classes and classify(answer) not in rule.classes:
                 continue
-            out = req.render(answer)
+            out = req.render(answer) if answer is not None else b""
             duration = time.perf_counter() - start
             querylog.info(self.format(rule.fmt, req, answer, out, duration))
             break
         return answer
 
     @staticmethod
-    def format(fmt: str, req: Request, answer: Answer, out: bytes, duration: float) -> str:
+    def format(fmt: str, req: Request, answer: Answer | None, out: bytes, duration: float) -> str:
+        """The log line; ``answer`` None (and ``out`` empty) for a query that gets no reply:
+        its rcode and flags are ``-``, its size 0."""
         remote = req.remote[0] if req.remote else "-"
         if ":" in remote:
             remote = f"[{remote}]"
-        flags = int.from_bytes(out[2:4], "big") if len(out) >= 4 else answer.flags
+        flags = int.from_bytes(out[2:4], "big") if len(out) >= 4 else None
         values = {
             "{remote}": remote,
             "{port}": str(req.remote[1]) if req.remote else "-",
@@ -127,8 +144,8 @@ class Log(Plugin):
             "{size}": str(len(req.data)),
             "{>do}": "true" if req.do else "false",
             "{>bufsize}": str(req.edns_size or 512),
-            "{rcode}": rcode_of(answer),
-            "{>rflags}": ",".join(n for bit, n in _FLAG_NAMES if flags & bit),
+            "{rcode}": rcode_of(answer) if answer is not None else "-",
+            "{>rflags}": ",".join(n for bit, n in _FLAG_NAMES if flags & bit) if flags is not None else "-",
             "{rsize}": str(len(out)),
             "{duration}": f"{duration:.9f}".rstrip("0").rstrip(".") + "s",
             "{>opcode}": _OPCODES.get(req.opcode, str(req.opcode)),
