@@ -42,6 +42,18 @@ def histogram(name: str, doc: str, labels: tuple[str, ...] = (), buckets=TIME_BU
     return _get(Histogram, name, doc, labels, buckets=buckets)
 
 
+def bucket_samples(bounds, counts: list[int]) -> list[tuple[str, float]]:
+    """A histogram's cumulative buckets, from plain per-bucket counts (one per bound, then
+    the count above the last), as a collector hands them to HistogramMetricFamily."""
+    out, total = [], 0
+    for bound, n in zip(bounds, counts):
+        total += n
+        # Go writes bucket bounds in their shortest form ("100", "0.00025"), so do the same.
+        out.append((str(int(bound)) if float(bound).is_integer() else repr(float(bound)), total))
+    out.append(("+Inf", total + counts[-1]))
+    return out
+
+
 def register_collector(key: str, collector) -> None:
     """Register a custom collector once per process (later calls with the same key are ignored)."""
     with _lock:

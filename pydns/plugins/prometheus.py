@@ -204,20 +204,6 @@ def serve_metrics(query: str) -> tuple[int, str, bytes]:
 # ------------------------------------------------------------ scrape time
 
 
-def _le(bound: float) -> str:
-    # Go writes bucket bounds in their shortest form ("100", "0.00025"), so do the same.
-    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
-
-
-def _buckets(bounds, counts: list[int]) -> list[tuple[str, float]]:
-    out, total = [], 0
-    for bound, n in zip(bounds, counts):
-        total += n
-        out.append((_le(bound), total))
-    out.append(("+Inf", total + counts[-1]))
-    return out
-
-
 def _listen_label(host: str, port: int) -> str:
     return f"dns://[{host}]:{port}" if ":" in host else f"dns://{host}:{port}"
 
@@ -312,7 +298,7 @@ class QueryCollector:
         ):
             family = HistogramMetricFamily(name, doc, labels=labels)
             for k, (total, *counts) in table.items():
-                family.add_metric(k, _buckets(bounds, counts), total)
+                family.add_metric(k, metrics.bucket_samples(bounds, counts), total)
             yield family
 
         yield CounterMetricFamily("coredns_panics_total", "Counter of panics (crashes while serving a query).",

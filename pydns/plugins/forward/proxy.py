@@ -23,7 +23,7 @@ import struct
 from dnslib import QTYPE, DNSHeader, DNSQuestion, DNSRecord
 
 from pydns.plugins.forward.doh import HTTPConn, HTTPError
-from pydns.plugins.forward.metrics import UpstreamMetrics
+from pydns.plugins.forward.metrics import for_upstream
 from pydns.transport import DEFAULT_RCVBUF, set_receive_buffer
 from pydns.wire import QR, RCODE_NAMES, TC
 
@@ -239,7 +239,7 @@ class Proxy:
         self.tls = tls
         self.server_name = server_name
         self.fails = 0
-        self.metrics = UpstreamMetrics(self.to)
+        self.metrics = for_upstream(self.to)
         # set by the plugin's options
         self.expire = 10.0
         self.max_age = 0.0
@@ -268,7 +268,7 @@ class Proxy:
         """Send the query (``data`` with its ID replaced) and return the matching reply."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        self.metrics.requests.inc()
+        self.metrics.requests += 1
         tail = data[2:]
         if self.protocol == "https":
             reply = await self._exchange_doh(loop, self.doh_method, b"\0\0" + tail, key, qtail, self.read_timeout)
