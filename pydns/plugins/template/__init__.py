@@ -38,7 +38,9 @@ the matching regex, "" when there is none); its operators (arithmetic, compariso
 ``lower``, ``trim``, ``split``, ``replace``, ``join``, ``int``, ``float``, ``string``,
 ``any``/``all``/``none``/``one``/``filter``/``map``/``count``/``sum``/``find``/``reduce``
 with ``#`` predicates, ``keys``, ``first``...; not its date and JSON functions, nor
-``groupBy`` and ``sortBy``).  Quote an expression that holds ``#``: the Corefile reads
+``groupBy`` and ``sortBy``; ``matches`` uses Python's regular expressions, which, unlike
+Go's RE2, can take long on a pattern that backtracks: write patterns that do not nest
+repetitions).  Quote an expression that holds ``#``: the Corefile reads
 ``#`` as the start of a comment.  An expression that does not parse, names an unknown
 function or variable, or combines values of the wrong types, and a NAME that is not an
 identifier or is already a function, a keyword or an earlier var, is an error at start-up,
