@@ -24,13 +24,12 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import finish, log  # noqa: E402
+from common import finish, log, search_order  # noqa: E402
 
 from pydns.testing import ServerThread  # noqa: E402
 from pydns.testing.upstream import Upstream  # noqa: E402
 
 SEARCH = ("shop.svc.cluster.local", "svc.cluster.local", "cluster.local")
-NDOTS = 5
 NAMES = ("api.example.com", "cdn.example.org", "db", "web", "web.shop")
 CLUSTER = """\
 apiVersion: v1
@@ -52,17 +51,10 @@ UPSTREAM = {(name, rtype): [value] for name in ("api.example.com.", "cdn.example
             for rtype, value in (("A", "192.0.2.1"), ("AAAA", "2001:db8::1"))}
 
 
-def candidates(name: str) -> list[str]:
-    """The names glibc's stub tries, in order, for ``name`` (ndots:5 and the search list)."""
-    as_is = name.rstrip(".")
-    searched = [f"{as_is}.{domain}" for domain in SEARCH]
-    return searched + [as_is] if as_is.count(".") < NDOTS else [as_is] + searched
-
-
 def look_up(srv: ServerThread, name: str) -> int:
     """Resolve ``name`` as the stub does; the number of questions it asked."""
     asked = 0
-    for candidate in candidates(name):
+    for candidate in search_order(name, SEARCH):
         found = False
         for rtype in ("A", "AAAA"):
             msg = srv.query(candidate, rtype)

@@ -25,13 +25,12 @@ import os
 import socket
 import struct
 import sys
-import tempfile
 import time
 import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (ROOT, cpu_seconds, finish, fmt, log, machine, median, pin_self, scratch_dir,  # noqa: E402
-                    start_pydns, stop_all, wait_until)
+                    search_order, start_pydns, stop_all, wait_until)
 
 sys.path.insert(0, ROOT)
 from pydns.plugins.autopath import read_search  # noqa: E402
@@ -39,7 +38,6 @@ from pydns.testing.upstream import Upstream  # noqa: E402
 
 POD_IP = "127.0.0.11"
 ZONE = "cluster.local"
-NDOTS = 5
 CLUSTER = """\
 apiVersion: v1
 kind: Namespace
@@ -93,17 +91,11 @@ class Stub:
         self.sock.settimeout(2.0)
         self.qid = 0
 
-    def candidates(self, name: str) -> list[str]:
-        if name.endswith("."):
-            return [name]
-        domains = [f"{name}.{d}" for d in self.search]
-        return domains + [name] if name.count(".") < NDOTS else [name] + domains
-
     def lookup(self, name: str) -> tuple[int, float, bool]:
         """(queries sent, seconds, found an address)."""
         sent = 0
         start = time.perf_counter()
-        for candidate in self.candidates(name):
+        for candidate in search_order(name, self.search):
             ids = {}
             for qtype in (1, 28):
                 self.qid = (self.qid + 1) & 0xFFFF

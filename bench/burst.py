@@ -48,11 +48,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_cluster  # noqa: E402
 from common import (CLIENT_CORE, ROOT, SERVER_CORE, Server, cpu_seconds, finish, fmt, free_port, log, machine,  # noqa: E402
-                    median, percentile, pin_self, pinned, ratio, require_tools, scratch_dir,
+                    median, percentile, pin_self, pinned, ratio, require_tools, scratch_dir, search_order,
                     start_pydns, stop_all, wait_until, answers_correctly)
 
 KINDS = ("cluster", "forwarded")
-NDOTS, TIMEOUT, ATTEMPTS = 5, 5.0, 2
+TIMEOUT, ATTEMPTS = 5.0, 2
 FORWARDED_ZONE = "example.com"
 _HEADER = struct.Struct("!HHHHHH")
 
@@ -60,12 +60,6 @@ _HEADER = struct.Struct("!HHHHHH")
 def query(qid: int, name: str, qtype: int) -> bytes:
     wire = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\x00"
     return _HEADER.pack(qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack("!HH", qtype, 1)
-
-
-def candidates(name: str, search: list[str]) -> list[str]:
-    """glibc's order: the search list first when the name has fewer than ndots dots."""
-    names = [f"{name}.{domain}" for domain in search]
-    return names + [name] if name.count(".") < NDOTS else [name] + names
 
 
 class Stub:
@@ -122,7 +116,7 @@ async def lookup(server: tuple[str, int], name: str, search: list[str]) -> tuple
     started = time.perf_counter()
     retries = 0
     try:
-        for candidate in candidates(name, search):
+        for candidate in search_order(name, search):
             for _attempt in range(ATTEMPTS):
                 counts = await stub.ask(candidate, TIMEOUT)
                 if counts is not None:

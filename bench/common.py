@@ -382,6 +382,16 @@ def add_dnsperf_options(p, *, rounds: int, max_seconds: float = 2.0, outstanding
 
 
 # ---------------------------------------------------------------- figures and output
+def search_order(name: str, search, ndots: int = 5) -> list[str]:
+    """The names glibc's stub asks, in order, for ``name`` with a pod's resolv.conf: the
+    search list first when the name has fewer than ``ndots`` dots, else last; a name
+    ending in a dot is asked as it is."""
+    if name.endswith("."):
+        return [name]
+    searched = [f"{name}.{domain}" for domain in search]
+    return searched + [name] if name.count(".") < ndots else [name] + searched
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
