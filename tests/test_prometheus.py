@@ -262,9 +262,10 @@ def test_names_in_no_zone_are_counted_under_dropped(serve):
     assert after.value("coredns_dns_responses_total", **responses) - before.value("coredns_dns_responses_total", **responses) == 3
 
 
-def udp_reply(port: int, query: dns.message.Message) -> bytes:
+def udp_reply(port: int, query: dns.message.Message, source: str = "127.0.0.1") -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(3)
+        s.bind((source, 0))
         s.sendto(query.to_wire(), ("127.0.0.1", port))
         return s.recv(65535)
 

@@ -22,15 +22,12 @@ from pydns.testing.upstream import Upstream
 from tests.kube_api_dns import answer, kube_corefile, metric, wait_for
 from tests.kube_cluster import endpoint, endpoint_slice, headless, namespace, service
 from tests.conftest import free_port
-from tests.test_prometheus import Scrape, http_port
+from tests.test_prometheus import Scrape, http_port, udp_reply
 
 
-def exchange(port: int, wire: bytes, source: str = "127.0.0.1") -> dns.message.Message:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(3)
-        s.bind((source, 0))
-        s.sendto(wire, ("127.0.0.1", port))
-        return dns.message.from_wire(s.recv(65535))
+def exchange(port: int, query: dns.message.Message, source: str = "127.0.0.1") -> dns.message.Message:
+    """One UDP exchange from ``source``; the same Message sends the same bytes, its ID too."""
+    return dns.message.from_wire(udp_reply(port, query, source))
 
 
 def addresses(msg: dns.message.Message) -> list[str]:
@@ -48,7 +45,7 @@ def test_each_reply_carries_its_query_id_case_and_flags(fake_apis, tmp_path, ser
         query.id = 1000 + i
         if not rd:
             query.flags &= ~dns.flags.RD
-        reply = exchange(srv.port, query.to_wire())
+        reply = exchange(srv.port, query)
         assert reply.id == query.id
         assert str(reply.question[0].name) == name + "."  # the question as asked, case and all
         assert bool(reply.flags & dns.flags.RD) == rd
@@ -95,10 +92,10 @@ def test_replies_that_depend_on_the_client_are_not_kept(fake_apis, tmp_path, ser
     # acl comes before kubernetes: what a client gets depends on its address.
     server = fake_apis([namespace("testns"), service("web", ips=("10.0.0.7",))])
     srv = serve(kube_corefile(server, tmp_path, plugins=" acl {\n  block net 127.0.0.2/32\n }"))
-    wire = dns.message.make_query("web.testns.svc.cluster.local", "A").to_wire()
+    query = dns.message.make_query("web.testns.svc.cluster.local", "A")
     for _ in range(4):
-        assert addresses(exchange(srv.port, wire, "127.0.0.1")) == ["10.0.0.7"]
-        assert exchange(srv.port, wire, "127.0.0.2").rcode() == dns.rcode.REFUSED
+        assert addresses(exchange(srv.port, query, "127.0.0.1")) == ["10.0.0.7"]
+        assert exchange(srv.port, query, "127.0.0.2").rcode() == dns.rcode.REFUSED
 
 
 @pytest.mark.parametrize("count, kept", [(3, True), (8, False)])
@@ -108,10 +105,10 @@ def test_orders_are_drawn_per_query_even_from_kept_replies(fake_apis, tmp_path, 
     server = fake_apis([namespace("testns"), headless("db"),
                         endpoint_slice("db-1", "db", [endpoint(ip) for ip in ips])])
     srv = serve(kube_corefile(server, tmp_path, plugins=" prometheus 127.0.0.1:0\n loadbalance"))
-    wire = dns.message.make_query("db.testns.svc.cluster.local", "A").to_wire()
+    query = dns.message.make_query("db.testns.svc.cluster.local", "A")
     orders = collections.Counter()
     for _ in range(120):
-        reply = exchange(srv.port, wire)
+        reply = exchange(srv.port, query)
         orders[tuple(rr.address for rrset in reply.answer for rr in rrset)] += 1
     assert {ip for order in orders for ip in order} == set(ips)
     if kept:
@@ -124,7 +121,7 @@ def test_orders_are_drawn_per_query_even_from_kept_replies(fake_apis, tmp_path, 
 def test_every_kept_reply_is_counted(fake_apis, tmp_path, serve):
     server = fake_apis([namespace("testns"), service("web", ips=("10.0.0.7",))])
     srv = serve(kube_corefile(server, tmp_path, plugins=" prometheus 127.0.0.1:0\n errors"))
-    wire = dns.message.make_query("web.testns.svc.cluster.local", "A").to_wire()
+    query = dns.message.make_query("web.testns.svc.cluster.local", "A")
     zone = dict(zone=".", proto="udp")
     counted = {  # what the process counted before (other servers of the tests count into it too)
         "requests": lambda m: m.value("coredns_dns_requests_total", **zone, type="A"),
@@ -134,10 +131,10 @@ def test_every_kept_reply_is_counted(fake_apis, tmp_path, serve):
         "response bytes": lambda m: m.value("coredns_dns_response_size_bytes_sum", **zone),
     }
     before = Scrape(http_port(srv))
-    sizes = [len(exchange(srv.port, wire).to_wire()) for _ in range(25)]
+    sizes = [len(udp_reply(srv.port, query)) for _ in range(25)]
     after = Scrape(http_port(srv))
     added = {what: read(after) - read(before) for what, read in counted.items()}
-    assert added == {"requests": 25, "responses": 25, "durations": 25, "request bytes": 25 * len(wire),
+    assert added == {"requests": 25, "responses": 25, "durations": 25, "request bytes": 25 * len(query.to_wire()),
                      "response bytes": sum(sizes)}
 
 
@@ -146,14 +143,14 @@ def test_cache_hits_kept_count_and_age(serve):
     try:
         srv = serve(f".:0 {{\n bind 127.0.0.1\n prometheus 127.0.0.1:0\n cache\n"
                     f" forward . {up.address[0]}:{up.address[1]}\n}}\n")
-        wire = dns.message.make_query("kept.example", "A").to_wire()
-        first = exchange(srv.port, wire)
+        query = dns.message.make_query("kept.example", "A")
+        first = exchange(srv.port, query)
         hits = Scrape(http_port(srv)).value("coredns_cache_hits_total")  # the process's, other servers' too
-        ttls = [exchange(srv.port, wire).answer[0].ttl for _ in range(10)]
+        ttls = [exchange(srv.port, query).answer[0].ttl for _ in range(10)]
         assert len(up.queries) == 1  # every later one came from the cache
         assert first.answer[0].ttl == 60 and min(ttls) >= 59
         time.sleep(2.1)
-        assert exchange(srv.port, wire).answer[0].ttl <= 58  # a kept reply ages with its cache entry
+        assert exchange(srv.port, query).answer[0].ttl <= 58  # a kept reply ages with its cache entry
         assert Scrape(http_port(srv)).value("coredns_cache_hits_total") - hits == 11
     finally:
         up.stop()
@@ -185,9 +182,9 @@ def test_bufsize_ahead_keeps_replies_sized_for_each_query(fake_apis, tmp_path, s
     for _ in range(3):
         for payload in (4096, 1232, 512):
             query = dns.message.make_query("db.testns.svc.cluster.local", "A", use_edns=0, payload=payload)
-            reply = exchange(srv.port, query.to_wire())
+            reply = exchange(srv.port, query)
             assert reply.flags & dns.flags.TC  # cut to bufsize's 512, whatever the client offered
-        plain = exchange(srv.port, dns.message.make_query("db.testns.svc.cluster.local", "A").to_wire())
+        plain = exchange(srv.port, dns.message.make_query("db.testns.svc.cluster.local", "A"))
         assert plain.flags & dns.flags.TC and plain.edns < 0
 
 

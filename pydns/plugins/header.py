@@ -51,6 +51,7 @@ def apply(flags: int, rules: list[tuple[int, bool]]) -> int:
 @register("header")
 class Header(Plugin):
     memoizable = True  # what it changes follows from the query's bytes and the answer (pydns.replies)
+
     def __init__(self, server) -> None:
         super().__init__(server)
         self.query: list[tuple[int, bool]] = []

@@ -46,6 +46,7 @@ def shortened(answer: Answer, question: bytes) -> Answer:
 @register("minimal")
 class Minimal(Plugin):
     memoizable = True  # what it changes follows from the query's bytes and the answer (pydns.replies)
+
     def __init__(self, server) -> None:
         super().__init__(server)
         self._kept = PerAnswer()  # each ready answer is shortened once
