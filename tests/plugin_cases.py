@@ -18,14 +18,16 @@ def corefile(body: str, zone: str = ".") -> str:
     return f"{zone}:0 {{\n bind 127.0.0.1\n{body}\n}}\n"
 
 
-def startup_error(tmp_path, body: str, line: int, message: str) -> None:
-    """Start a Corefile that must fail with ``message`` at FILE:LINE (the block starts at line 1)."""
+def startup_error(tmp_path, body: str, line: int, message: str) -> str:
+    """Start a Corefile that must fail with ``message`` at FILE:LINE (the block starts at line 1);
+    the error's text."""
     path = tmp_path / "Corefile"
     path.write_text(corefile(body))
     with pytest.raises(CorefileError) as err:
         ServerThread("", path=str(path)).start()
     text = str(err.value)
     assert text.startswith(f"{path}:{line}: ") and message in text, text
+    return text
 
 
 def ask(srv: ServerThread, name: str, rdtype: str = "A", rdclass: str = "IN", tcp: bool = False, **kw):

@@ -12,13 +12,9 @@ from dnslib import QTYPE, RR, A, CNAME, DNSRecord
 from pydns.corefile import CorefileError
 from pydns.testing import ServerThread
 from pydns.testing.upstream import Upstream
-from tests.plugin_cases import UdpResponder
+from tests.plugin_cases import UdpResponder, corefile, startup_error
 
 ROUNDS = 120
-
-
-def corefile(body: str) -> str:
-    return f".:0 {{\n bind 127.0.0.1\n{body}\n}}\n"
 
 
 def order(msg, rdtype=dns.rdatatype.A) -> tuple:
@@ -171,11 +167,7 @@ def test_weighted_prefers_heavy_addresses_and_rereads_the_file(serve, tmp_path, 
     (" loadbalance weighted w {\n  reload often\n }", 4, "invalid reload duration 'often'"),
 ])
 def test_bad_options_are_startup_errors(tmp_path, body, line, message):
-    path = tmp_path / "Corefile"
-    path.write_text(corefile(body))
-    with pytest.raises(CorefileError) as err:
-        ServerThread("", path=str(path)).start()
-    assert f"{path}:{line}:" in str(err.value) and message in str(err.value)
+    startup_error(tmp_path, body, line, message)
 
 
 def test_bad_or_missing_weight_file_fails_start_up(tmp_path):

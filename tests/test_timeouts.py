@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from pydns.corefile import CorefileError
 from pydns.testing import ServerThread
+from tests.plugin_cases import startup_error
 from tests.tcp_clients import connect, frame, read_replies, wait_hung_up, wait_reset_unread
 
 
@@ -53,12 +53,8 @@ def test_good_configuration_starts(block):
     (" timeouts {\n  maxtcpqueries 1.5\n }", 4, "invalid value for maxtcpqueries '1.5'"),
 ])
 def test_malformed_configuration_names_file_and_line(tmp_path, block, line, message):
-    path = tmp_path / "Corefile"
-    path.write_text(corefile(block))
-    with pytest.raises(CorefileError) as err:
-        ServerThread("", path=str(path)).start()
-    assert str(err.value).startswith(f"{path}:{line}: plugin/timeouts: ")
-    assert message in str(err.value)
+    text = startup_error(tmp_path, block, line, message)
+    assert text.startswith(f"{tmp_path / 'Corefile'}:{line}: plugin/timeouts: ")
 
 
 def test_read_timeout_closes_a_trickling_client():
