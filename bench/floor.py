@@ -26,7 +26,7 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Server, SERVER_CORE, add_dnsperf_options, fmt, free_port, log, machine, median,  # noqa: E402
+from common import (Server, SERVER_CORE, add_dnsperf_options, fmt, free_port, machine, median,  # noqa: E402
                     pin_self, pinned, require_tools, scratch_dir, stop_all, wait_until, write_json)
 
 ECHO_BATCH = 256
@@ -99,7 +99,6 @@ def main(argv=None) -> int:
         fh.write("floor.cluster.local A\n")
     names = ("echo-asyncio", "echo-blocking", "dnsmasq")
     servers = {n: start(n, workdir, tools["dnsmasq"]) for n in names}
-    runs = []
     try:
         import dns.message
         import dns.query
@@ -107,13 +106,7 @@ def main(argv=None) -> int:
         for srv in servers.values():
             wait_until(lambda: dns.query.udp(dns.message.make_query("floor.cluster.local", "A"), "127.0.0.1",
                                              port=srv.port, timeout=0.5), 20, 0.1, server=srv)
-        for rnd in range(args.rounds):
-            for name in names:
-                run = throughput.measure(servers[name], datafile, args)
-                run.update(round=rnd, server=name)
-                runs.append(run)
-                log(f"round {rnd + 1}/{args.rounds} {name:14} cpu {run['cpu_us']:6.1f}us/q at {run['offered_qps']} qps; "
-                    f"unthrottled {run['max_cpu_us']:5.1f}us/q")
+        runs = throughput.alternate(servers, dict.fromkeys(names, datafile), args)
     finally:
         stop_all(servers.values())
     medians = {n: {"cpu_us": median([r["cpu_us"] for r in runs if r["server"] == n]),

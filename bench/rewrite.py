@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402
-from common import (add_dnsperf_options, fmt, log, machine, median, pin_self, ratio,  # noqa: E402
+from common import (add_dnsperf_options, fmt, machine, median, pin_self, ratio,  # noqa: E402
                     require_tools, scratch_dir, start_pydns, stop_all, wait_until, write_json)
 
 HOSTS = "    hosts {\n        10.0.0.1 real.example.org\n        reload 0\n    }\n"
@@ -57,14 +57,7 @@ def main(argv=None) -> int:
                                                      timeout=0.5), 30, 0.1, server=srv)
             if [rr.to_text() for rrset in reply.answer for rr in rrset] != ["10.0.0.1"]:
                 raise SystemExit(f"{name}: wrong answer for {qname}: {reply}")
-        runs = []
-        for rnd in range(args.rounds):
-            for name, srv in servers.items():
-                run = throughput.measure(srv, datafiles[name], args)
-                run.update(round=rnd, server=name)
-                runs.append(run)
-                log(f"round {rnd + 1}/{args.rounds} {name:8} cpu {run['cpu_us']:6.1f}us/q at {run['offered_qps']} qps; "
-                    f"unthrottled {run['max_cpu_us']:5.1f}us/q, {run['max_qps']:.0f} qps")
+        runs = throughput.alternate(servers, datafiles, args)
     finally:
         stop_all(servers.values())
     medians = {n: {key: median([r[key] for r in runs if r["server"] == n]) for key in ("cpu_us", "max_cpu_us", "max_qps")}

@@ -250,6 +250,20 @@ def measure(srv: Server, datafile: str, args) -> dict:
     return out
 
 
+
+def alternate(servers: dict, datafiles: dict, args) -> list[dict]:
+    """``measure`` each server in turn (A, B, C, A, B, C ...) for ``args.rounds`` rounds, each
+    with its own query file: every run, tagged with its round and server."""
+    runs = []
+    for rnd in range(args.rounds):
+        for name, srv in servers.items():
+            run = measure(srv, datafiles[name], args)
+            run.update(round=rnd, server=name)
+            runs.append(run)
+            log(f"round {rnd + 1}/{args.rounds} {name:14} cpu {run['cpu_us']:6.1f}us/q at {run['offered_qps']} qps; "
+                f"unthrottled {run['max_cpu_us']:5.1f}us/q, {run['max_qps']:.0f} qps")
+    return runs
+
 def summarize(runs: list[dict]) -> dict:
     med: dict = {}
     for run in runs:
